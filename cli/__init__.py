@@ -1,0 +1,1 @@
+"""The ``minires`` command line (installed as ``minires.cli``)."""

@@ -1,0 +1,3 @@
+"""Dataset commands: ``minires prepare`` and ``minires info``."""
+
+COMMANDS = []

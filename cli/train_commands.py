@@ -1,0 +1,4 @@
+"""Training commands: ``minires train``, ``eval``, ``summary``, ``gradcheck``, ``explain``,
+``plot``."""
+
+COMMANDS = []

@@ -1,0 +1,1 @@
+"""numba kernels for NumPy arrays."""

@@ -1,0 +1,1 @@
+"""CUDA C kernels for CuPy arrays, compiled once per process through cupy.RawModule."""

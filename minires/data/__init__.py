@@ -1,0 +1,1 @@
+"""Datasets: official archives converted once to HDF5, an embedded default, and a loader."""

@@ -1,0 +1,42 @@
+"""Loss functions."""
+from __future__ import annotations
+
+from minires.autograd import Function
+from minires.backend import get_array_module
+
+
+class SoftmaxCrossEntropy(Function):
+    """Mean over the batch of ``-log softmax(logits)[label]``."""
+
+    def __init__(self, labels):
+        self.labels = labels
+
+    def forward(self, logits):
+        xp = get_array_module(logits)
+        N, K = logits.shape
+        labels = self.labels
+        if labels.shape != (N,):
+            raise ValueError(f"softmax_cross_entropy: labels must be shaped ({N},), got "
+                             f"{labels.shape}")
+        if labels.dtype.kind not in "iu" or int(labels.min()) < 0 or int(labels.max()) >= K:
+            raise ValueError(f"softmax_cross_entropy: labels must be integers in [0, {K})")
+        shifted = logits - logits.max(axis=1, keepdims=True)  # avoids overflow in exp
+        log_z = xp.log(xp.exp(shifted).sum(axis=1, keepdims=True))
+        log_p = shifted - log_z
+        self.probs = xp.exp(log_p)
+        rows = xp.arange(N)
+        return -log_p[rows, labels].mean(dtype=logits.dtype).astype(logits.dtype)
+
+    def backward(self, gy):
+        xp = get_array_module(gy)
+        N = self.probs.shape[0]
+        g = self.probs.copy()
+        g[xp.arange(N), self.labels] -= 1
+        return g * (gy / N)
+
+
+def softmax_cross_entropy(logits, labels):
+    """Cross-entropy of ``logits (N, K)`` against integer ``labels (N,)``, mean over N."""
+    labels = getattr(labels, "data", labels)
+    xp = get_array_module(getattr(logits, "data", logits))
+    return SoftmaxCrossEntropy(xp.asarray(labels))(logits)
