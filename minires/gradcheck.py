@@ -98,3 +98,77 @@ def assert_gradcheck(f, inputs, **kwargs) -> GradcheckResult:
             f"gradient check failed: max abs errors {result.max_abs_error}, max rel errors "
             f"{result.max_rel_error}")
     return result
+
+
+@dataclass
+class GradcheckCase:
+    """One named gradient check: ``f`` maps one Tensor per array in ``inputs`` to a Tensor."""
+
+    name: str
+    f: object
+    inputs: list
+
+
+def standard_cases(xp=np, seed: int = 0) -> list[GradcheckCase]:
+    """The gradient checks of every differentiable function, on float64 arrays of ``xp``.
+
+    Used by the test suite, by ``minires gradcheck`` on the user's own machine and device, and
+    by the GPU tests, so all three check exactly the same things.
+    """
+    import minires.functions as F
+
+    rng = np.random.default_rng(seed)
+
+    def arr(*shape):
+        return xp.asarray(rng.standard_normal(shape))
+
+    def away_from_zero(*shape):
+        # ReLU and max have kinks; keep inputs where finite differences are valid.
+        a = rng.standard_normal(shape)
+        return xp.asarray(np.sign(a) * (0.2 + np.abs(a)))
+
+    def bn_stats(C):
+        return xp.asarray(rng.standard_normal(C) * 0.1), xp.asarray(rng.uniform(0.5, 2.0, C))
+
+    eval_mean, eval_var = bn_stats(3)
+    labels = xp.asarray(rng.integers(0, 5, size=4))
+    case = GradcheckCase
+    return [
+        case("add (broadcast)", lambda a, b: a + b, [arr(3, 4), arr(1, 4)]),
+        case("sub (broadcast)", lambda a, b: a - b, [arr(3, 4), arr(3, 1)]),
+        case("mul (broadcast)", lambda a, b: a * b, [arr(2, 3, 4), arr(4)]),
+        case("div", lambda a, b: a / b, [arr(3, 4), away_from_zero(3, 4) + 3.0]),
+        case("power", lambda a: a ** 3, [arr(3, 4)]),
+        case("matmul", lambda a, b: a @ b, [arr(3, 4), arr(4, 5)]),
+        case("linear", lambda x, W, b: F.linear(x, W, b), [arr(4, 5), arr(3, 5), arr(3)]),
+        case("linear (no bias)", lambda x, W: F.linear(x, W), [arr(4, 5), arr(3, 5)]),
+        case("relu", F.relu, [away_from_zero(2, 3, 4)]),
+        case("sum (axis)", lambda a: a.sum(axis=(0, 2)), [arr(2, 3, 4)]),
+        case("mean (keepdims)", lambda a: a.mean(axis=1, keepdims=True), [arr(2, 3, 4)]),
+        case("reshape", lambda a: a.reshape(4, 6), [arr(2, 3, 4)]),
+        case("transpose", lambda a: a.transpose(2, 0, 1), [arr(2, 3, 4)]),
+        case("getitem (steps)", lambda a: a[:, 1:, ::2, 1::2], [arr(2, 3, 5, 6)]),
+        case("pad", lambda a: F.pad(a, ((0, 0), (2, 1), (0, 0), (1, 0))), [arr(2, 3, 2, 2)]),
+        case("conv2d s1 p1", lambda x, W: F.conv2d(x, W, pad=1), [arr(2, 3, 5, 6),
+                                                                   arr(4, 3, 3, 3)]),
+        case("conv2d s2 p1 +bias", lambda x, W, b: F.conv2d(x, W, b, stride=2, pad=1),
+             [arr(2, 3, 7, 6), arr(4, 3, 3, 3), arr(4)]),
+        case("conv2d s1 p0 2x3", lambda x, W: F.conv2d(x, W), [arr(2, 2, 5, 6),
+                                                               arr(3, 2, 2, 3)]),
+        case("conv2d 1x1 s2", lambda x, W: F.conv2d(x, W, stride=2), [arr(2, 3, 5, 4),
+                                                                      arr(4, 3, 1, 1)]),
+        case("batch_norm train", lambda x, g, b: F.batch_norm(x, g, b, None, None, True),
+             [arr(4, 3, 3, 2), arr(3) + 1.0, arr(3)]),
+        case("batch_norm train (N, C)", lambda x, g, b: F.batch_norm(x, g, b, None, None, True),
+             [arr(6, 3), arr(3) + 1.0, arr(3)]),
+        case("batch_norm eval", lambda x, g, b: F.batch_norm(x, g, b, eval_mean, eval_var,
+                                                             False),
+             [arr(4, 3, 3, 2), arr(3) + 1.0, arr(3)]),
+        case("global_avg_pool2d", F.global_avg_pool2d, [arr(2, 3, 4, 5)]),
+        case("max_pool2d", lambda x: F.max_pool2d(x, 2, 2), [arr(2, 3, 4, 6)]),
+        case("softmax_cross_entropy", lambda z: F.softmax_cross_entropy(z, labels),
+             [arr(4, 5)]),
+        case("shared conv weight (two uses)",
+             lambda x, W: F.conv2d(F.relu(F.conv2d(x, W, pad=1)), W, pad=1),
+             [arr(2, 3, 4, 5), arr(3, 3, 3, 3)]),
+    ]

@@ -170,6 +170,11 @@ class Parameter(Tensor):
         super().__init__(data, requires_grad=True)
 
 
+def unwrap(x):
+    """The array inside a Tensor; any other value unchanged (None stays None)."""
+    return x.data if isinstance(x, Tensor) else x
+
+
 def as_tensor(x, like: Tensor | None = None) -> Tensor:
     """Return ``x`` as a Tensor; a Python scalar takes the dtype and device of ``like``."""
     if isinstance(x, Tensor):

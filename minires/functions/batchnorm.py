@@ -10,7 +10,7 @@ well would update its running statistics twice per step, from two different dist
 """
 from __future__ import annotations
 
-from minires.autograd import Function
+from minires.autograd import Function, unwrap
 
 
 class BatchNorm(Function):
@@ -69,6 +69,5 @@ def batch_norm(x, gamma, beta, running_mean, running_var, training, momentum=0.1
         momentum: weight of the new batch statistic in the running average.
         eps: added to the variance before the square root.
     """
-    running_mean = getattr(running_mean, "data", running_mean)
-    running_var = getattr(running_var, "data", running_var)
+    running_mean, running_var = unwrap(running_mean), unwrap(running_var)
     return BatchNorm(running_mean, running_var, bool(training), momentum, eps)(x, gamma, beta)

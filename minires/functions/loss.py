@@ -1,7 +1,7 @@
 """Loss functions."""
 from __future__ import annotations
 
-from minires.autograd import Function
+from minires.autograd import Function, unwrap
 from minires.backend import get_array_module
 
 
@@ -37,6 +37,5 @@ class SoftmaxCrossEntropy(Function):
 
 def softmax_cross_entropy(logits, labels):
     """Cross-entropy of ``logits (N, K)`` against integer ``labels (N,)``, mean over N."""
-    labels = getattr(labels, "data", labels)
-    xp = get_array_module(getattr(logits, "data", logits))
-    return SoftmaxCrossEntropy(xp.asarray(labels))(logits)
+    xp = get_array_module(logits)
+    return SoftmaxCrossEntropy(xp.asarray(unwrap(labels)))(logits)

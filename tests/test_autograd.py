@@ -1,0 +1,157 @@
+"""The engine: accumulation without aliasing, deep graphs, no_grad, debug mode."""
+import numpy as np
+import pytest
+
+import minires
+import minires.functions as F
+from minires.autograd import accumulate
+
+
+def test_a_tensor_used_three_times_gets_three():
+    # Add returns (gy, gy): the same array for both inputs. An in-place `+=` on the first stored
+    # gradient would change the other one too and give 4.
+    x = minires.Tensor(np.array(2.0), requires_grad=True)
+    ((x + x) + x).backward()
+    assert x.grad == 3.0
+
+
+def test_aliasing_regression_on_arrays():
+    x = minires.Tensor(np.array([1.0, 2.0]), requires_grad=True)
+    y = x + x
+    z = y + x
+    z.backward(np.array([1.0, 10.0]))
+    np.testing.assert_array_equal(x.grad, [3.0, 30.0])
+
+
+def test_accumulate_never_writes_into_its_arguments():
+    a, b = np.array([1.0, 2.0]), np.array([3.0, 4.0])
+    total = accumulate(a, b)
+    np.testing.assert_array_equal(total, [4.0, 6.0])
+    np.testing.assert_array_equal(a, [1.0, 2.0])
+    np.testing.assert_array_equal(b, [3.0, 4.0])
+    assert accumulate(None, b) is b
+
+
+def test_chain_of_ten_thousand_ops_backpropagates():
+    x = minires.Tensor(np.array(1.0), requires_grad=True)
+    y = x
+    for _ in range(10_000):
+        y = y * 1.0001
+    y.backward()
+    assert x.grad == pytest.approx(1.0001 ** 10_000, rel=1e-9)
+
+
+def test_backward_twice_accumulates_until_zeroed():
+    W = minires.Parameter(np.array([1.0, 2.0]))
+    x = np.array([3.0, 4.0])
+    (W * x).sum().backward()
+    (W * x).sum().backward()
+    np.testing.assert_array_equal(W.grad, 2 * x)
+    W.grad = None
+    (W * x).sum().backward()
+    np.testing.assert_array_equal(W.grad, x)
+
+
+def test_diamond_graph_sums_both_paths():
+    x = minires.Tensor(np.array(3.0), requires_grad=True)
+    a = x * x           # da/dx = 2x
+    b = x * 2.0         # db/dx = 2
+    (a * b).backward()  # d(2x^3)/dx = 6x^2
+    assert x.grad == pytest.approx(54.0)
+
+
+def test_gradient_only_for_inputs_that_need_it():
+    seen = {}
+
+    class Probe(minires.Function):
+        def forward(self, a, b):
+            seen["needs"] = self.needs_input_grad
+            return a * b
+
+        def backward(self, gy):
+            return gy * 2, None
+
+    a = minires.Tensor(np.ones(2), requires_grad=True)
+    b = minires.Tensor(np.ones(2))
+    Probe()(a, b).sum().backward()
+    assert seen["needs"] == (True, False)
+    assert b.grad is None
+    np.testing.assert_array_equal(a.grad, [2.0, 2.0])
+
+
+def test_no_grad_records_nothing():
+    W = minires.Parameter(np.ones(3))
+    with minires.no_grad():
+        y = W * 2.0
+    assert y.creator is None and not y.requires_grad
+    y2 = W * 2.0
+    assert y2.creator is not None and y2.requires_grad
+
+
+def test_unused_output_of_a_multi_output_function_gets_zeros():
+    class Split(minires.Function):
+        def forward(self, x):
+            return x[:2].copy(), x[2:].copy()
+
+        def backward(self, g1, g2):
+            return np.concatenate([g1, g2])
+
+    x = minires.Tensor(np.arange(4.0), requires_grad=True)
+    first, _ = Split()(x)
+    (first * 3.0).sum().backward()
+    np.testing.assert_array_equal(x.grad, [3.0, 3.0, 0.0, 0.0])
+
+
+def test_slicing_with_steps_backpropagates_to_the_right_places():
+    x = minires.Tensor(np.zeros((2, 5)), requires_grad=True)
+    x[:, ::2].sum().backward()
+    np.testing.assert_array_equal(x.grad, [[1, 0, 1, 0, 1], [1, 0, 1, 0, 1]])
+
+
+def test_fancy_indexing_with_repeats_adds_up():
+    x = minires.Tensor(np.zeros(3), requires_grad=True)
+    x[np.array([0, 0, 2])].sum().backward()
+    np.testing.assert_array_equal(x.grad, [2.0, 0.0, 1.0])
+
+
+def test_debug_mode_names_the_op_that_made_a_nan():
+    x = minires.Tensor(np.array([-1.0, 4.0]), requires_grad=True)
+    with minires.debug_mode():
+        with pytest.raises(FloatingPointError, match="Power.forward"):
+            with np.errstate(invalid="ignore"):
+                x ** 0.5
+    with np.errstate(invalid="ignore"):
+        x ** 0.5  # outside debug mode nothing is checked
+
+
+def test_debug_mode_checks_gradient_shapes():
+    class BadBackward(minires.Function):
+        def forward(self, x):
+            return x * 2
+
+        def backward(self, gy):
+            return gy.sum()  # wrong shape
+
+    x = minires.Tensor(np.ones(3), requires_grad=True)
+    with minires.debug_mode():
+        y = BadBackward()(x)
+        with pytest.raises(ValueError, match="BadBackward.backward gradient 0: shape"):
+            y.sum().backward()
+
+
+def test_backward_with_explicit_gradient_checks_shape():
+    x = minires.Tensor(np.ones(3), requires_grad=True)
+    y = x * 2.0
+    with pytest.raises(ValueError, match="shape"):
+        y.backward(np.ones(4))
+
+
+def test_graph_is_freed_by_reference_counting_when_the_output_is_dropped():
+    import weakref
+
+    x = minires.Tensor(np.ones(3), requires_grad=True)
+    y = F.relu(x * 2.0)
+    node = weakref.ref(y.creator)
+    del y
+    # Outputs are held weakly by their creator: no reference cycle waits for the collector.
+    assert node() is None
