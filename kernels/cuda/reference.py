@@ -1,0 +1,151 @@
+"""NumPy references for the CUDA kernels: same names, arguments and results as the wrappers in
+:mod:`minires.kernels.cuda`, written for clarity rather than speed.
+
+The GPU tests check each kernel against its reference here; the CPU tests check each reference
+against the library's own CPU path (numba im2col, ``minires.functions``, ``torch.optim.SGD``),
+so a kernel that passes agrees with what training on the CPU computes.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+def conv_output_size(size: int, k: int, s: int, p: int) -> int:
+    return (size + 2 * p - k) // s + 1
+
+
+def im2col(x, KH, KW, SH, SW, PH, PW):
+    """``x (N, C, H, W)`` -> ``col (N, C, KH, KW, OH, OW)`` with zeros in the padding."""
+    N, C, H, W = x.shape
+    OH, OW = conv_output_size(H, KH, SH, PH), conv_output_size(W, KW, SW, PW)
+    padded = np.pad(x, ((0, 0), (0, 0), (PH, PH), (PW, PW)))
+    col = np.empty((N, C, KH, KW, OH, OW), dtype=x.dtype)
+    for kh in range(KH):
+        for kw in range(KW):
+            col[:, :, kh, kw] = padded[:, :, kh:kh + SH * (OH - 1) + 1:SH,
+                                       kw:kw + SW * (OW - 1) + 1:SW]
+    return col
+
+
+def col2im(col, H, W, SH, SW, PH, PW):
+    """Adjoint of :func:`im2col`; adds in (kh, kw) order per pixel, as the kernel does."""
+    N, C, KH, KW, OH, OW = col.shape
+    padded = np.zeros((N, C, H + 2 * PH, W + 2 * PW), dtype=col.dtype)
+    for kh in range(KH):
+        for kw in range(KW):
+            padded[:, :, kh:kh + SH * (OH - 1) + 1:SH, kw:kw + SW * (OW - 1) + 1:SW] += \
+                col[:, :, kh, kw]
+    return np.ascontiguousarray(padded[:, :, PH:PH + H, PW:PW + W])
+
+
+def relu_forward(x):
+    return np.maximum(x, 0)
+
+
+def relu_backward(gy, y):
+    return np.where(y > 0, gy, 0).astype(y.dtype)
+
+
+@dataclass
+class BatchNormSaved:
+    """Mirror of :class:`minires.kernels.cuda.BatchNormSaved`."""
+
+    x: np.ndarray
+    y: np.ndarray | None
+    gamma: np.ndarray
+    mean: np.ndarray
+    inv_std: np.ndarray
+    training: bool
+    relu: bool
+
+
+def batch_norm_forward(x, gamma, beta, running_mean, running_var, training, momentum=0.1,
+                       eps=1e-5, relu=False):
+    """Returns ``(y, saved)``; updates ``running_mean``/``running_var`` in place in training.
+
+    Statistics are computed in float64 (as the kernel accumulates) and rounded to x's dtype."""
+    dtype = x.dtype
+    C = x.shape[1]
+    axes = (0,) + tuple(range(2, x.ndim))
+    bshape = (1, C) + (1,) * (x.ndim - 2)
+    x64 = x.astype(np.float64)
+    if training:
+        mean = x64.mean(axis=axes)
+        var = x64.var(axis=axes)
+        count = x.size // C
+        if running_mean is not None and running_var is not None:
+            running_mean[...] = (1 - momentum) * running_mean + momentum * mean
+            running_var[...] = ((1 - momentum) * running_var
+                                + momentum * var * count / max(count - 1, 1))
+    else:
+        if running_mean is None or running_var is None:
+            raise ValueError("batch_norm in eval mode needs running_mean and running_var")
+        mean = np.asarray(running_mean, np.float64)
+        var = np.asarray(running_var, np.float64)
+    inv_std = 1 / np.sqrt(var + eps)
+    y = ((x64 - mean.reshape(bshape)) * (gamma.astype(np.float64) * inv_std).reshape(bshape)
+         + beta.reshape(bshape)).astype(dtype)
+    if relu:
+        y = np.maximum(y, 0)
+    saved = BatchNormSaved(x, y if relu else None, gamma, mean.astype(dtype),
+                           inv_std.astype(dtype), bool(training), bool(relu))
+    return y, saved
+
+
+def batch_norm_backward(gy, saved: BatchNormSaved, need_gx=True):
+    """Returns ``(gx or None, ggamma, gbeta)``; see batchnorm.cu for the formulas."""
+    x = saved.x
+    C = x.shape[1]
+    axes = (0,) + tuple(range(2, x.ndim))
+    bshape = (1, C) + (1,) * (x.ndim - 2)
+    g = gy.astype(np.float64)
+    if saved.relu:
+        g = np.where(saved.y > 0, g, 0.0)
+    mean = saved.mean.astype(np.float64).reshape(bshape)
+    inv_std = saved.inv_std.astype(np.float64).reshape(bshape)
+    xhat = (x.astype(np.float64) - mean) * inv_std
+    gbeta = g.sum(axis=axes)
+    ggamma = (g * xhat).sum(axis=axes)
+    gx = None
+    if need_gx:
+        scale = saved.gamma.astype(np.float64).reshape(bshape) * inv_std
+        if saved.training:
+            count = x.size // C
+            gx = scale * (g - (gbeta.reshape(bshape) + xhat * ggamma.reshape(bshape)) / count)
+        else:
+            gx = scale * g
+        gx = gx.astype(x.dtype)
+    return gx, ggamma.astype(x.dtype), gbeta.astype(x.dtype)
+
+
+def softmax_cross_entropy_forward(logits, labels):
+    """Returns ``(mean loss as a 0-d array, log_z (N,))``; out-of-range labels give NaN."""
+    z = logits.astype(np.float64)
+    N, K = z.shape
+    m = z.max(axis=1)
+    log_z = m + np.log(np.exp(z - m[:, None]).sum(axis=1))
+    valid = (labels >= 0) & (labels < K)
+    picked = z[np.arange(N), np.where(valid, labels, 0)]
+    losses = np.where(valid, log_z - picked, np.nan).astype(logits.dtype)
+    return losses.mean(dtype=logits.dtype), log_z.astype(logits.dtype)
+
+
+def softmax_cross_entropy_backward(gy, logits, labels, log_z):
+    """``(softmax - onehot) * gy / N`` for ``logits (N, K)``."""
+    N = logits.shape[0]
+    p = np.exp(logits.astype(np.float64) - log_z.astype(np.float64)[:, None])
+    p[np.arange(N), labels] -= 1
+    return (p * (float(gy) / N)).astype(logits.dtype)
+
+
+def sgd_update(param, grad, velocity, lr, momentum=0.0, weight_decay=0.0, nesterov=False,
+               first_step=False):
+    """In-place SGD step on ``param`` (and ``velocity``), PyTorch's semantics."""
+    d = grad + weight_decay * param
+    if momentum != 0:
+        buf = d.copy() if first_step else momentum * velocity + d
+        velocity[...] = buf
+        d = d + momentum * buf if nesterov else buf
+    param -= (lr * d).astype(param.dtype)

@@ -1,0 +1,205 @@
+"""Checks of every CUDA kernel wrapper against its NumPy reference, shared by two test files.
+
+Each ``check_*`` builds NumPy inputs, runs ``minires.kernels.cuda`` on copies moved with
+``dev`` (NumPy -> device), brings results back with ``host`` (device -> NumPy) and compares
+them with ``minires.kernels.cuda.reference``. tests/test_cuda_emulated.py runs them on the CPU
+emulator (``dev``/``host`` the identity); tests/test_cuda_kernels.py runs the very same checks on
+a GPU (``cupy.asarray``/``cupy.asnumpy``).
+"""
+import numpy as np
+import pytest
+
+from minires.kernels import cuda
+from minires.kernels.cuda import reference as ref
+
+TOL = {np.float32: dict(rtol=2e-5, atol=2e-6), np.float64: dict(rtol=1e-12, atol=1e-13)}
+DTYPES = [np.float32, np.float64]
+
+GEOMETRIES = [  # (N, C, H, W, KH, KW, SH, SW, PH, PW)
+    (2, 3, 5, 6, 3, 3, 1, 1, 1, 1),
+    (2, 3, 7, 6, 3, 3, 2, 2, 1, 1),
+    (1, 2, 5, 7, 2, 3, 1, 2, 0, 1),
+    (2, 4, 6, 6, 1, 1, 2, 2, 0, 0),
+    (1, 2, 4, 4, 3, 3, 1, 1, 2, 2),  # padding wider than half the kernel
+]
+BN_SHAPES = [(8, 3, 10, 10), (5, 4, 3, 3), (3, 2, 1, 1), (70, 5)]
+SOFTMAX_SHAPES = [(1, 3), (13, 10), (9, 100), (4, 33)]
+SGD_SETTINGS = [(0.0, False, 0.0), (0.0, False, 5e-4), (0.9, False, 1e-4), (0.9, True, 5e-4)]
+
+
+def rng():
+    return np.random.default_rng(7)
+
+
+def check_im2col_col2im(dev, host, geometry, dtype):
+    """Both are exact: im2col copies, col2im adds in the reference's order."""
+    N, C, H, W, KH, KW, SH, SW, PH, PW = geometry
+    x = rng().standard_normal((N, C, H, W)).astype(dtype)
+    col = host(cuda.im2col(dev(x), KH, KW, SH, SW, PH, PW))
+    np.testing.assert_array_equal(col, ref.im2col(x, KH, KW, SH, SW, PH, PW))
+    gcol = rng().standard_normal(col.shape).astype(dtype)
+    x_back = host(cuda.col2im(dev(gcol), H, W, SH, SW, PH, PW))
+    assert x_back.shape == (N, C, H, W) and x_back.dtype == dtype
+    np.testing.assert_array_equal(x_back, ref.col2im(gcol, H, W, SH, SW, PH, PW))
+
+
+def check_non_contiguous_input(dev, host):
+    x = rng().standard_normal((3, 2, 5, 5))
+    got = host(cuda.im2col(dev(x).transpose(1, 0, 2, 3), 3, 3, 1, 1, 1, 1))
+    want = ref.im2col(np.ascontiguousarray(x.transpose(1, 0, 2, 3)), 3, 3, 1, 1, 1, 1)
+    np.testing.assert_array_equal(got, want)
+
+
+def check_relu(dev, host, dtype):
+    x = rng().standard_normal((4, 3, 5, 5)).astype(dtype)
+    x[0, 0, 0, :3] = [0.0, -0.0, np.nan]
+    y = cuda.relu_forward(dev(x))
+    np.testing.assert_array_equal(host(y), ref.relu_forward(x))
+    gy = rng().standard_normal(x.shape).astype(dtype)
+    np.testing.assert_array_equal(host(cuda.relu_backward(dev(gy), y)),
+                                  ref.relu_backward(gy, ref.relu_forward(x)))
+
+
+def check_batch_norm(dev, host, shape, training, relu, dtype):
+    r = rng()
+    C = shape[1]
+    x = (r.standard_normal(shape) * 2 + 3).astype(dtype)
+    gamma, beta = r.standard_normal(C).astype(dtype), r.standard_normal(C).astype(dtype)
+    rm, rv = r.standard_normal(C).astype(dtype), (r.random(C) + 0.5).astype(dtype)
+    rm_dev, rv_dev = dev(rm.copy()), dev(rv.copy())
+    y, saved = cuda.batch_norm_forward(dev(x), dev(gamma), dev(beta), rm_dev, rv_dev, training,
+                                       0.1, 1e-5, relu)
+    y_ref, saved_ref = ref.batch_norm_forward(x, gamma, beta, rm, rv, training, 0.1, 1e-5, relu)
+    tol = TOL[dtype]
+    np.testing.assert_allclose(host(y), y_ref, **tol)
+    np.testing.assert_allclose(host(saved.mean), saved_ref.mean, **tol)
+    np.testing.assert_allclose(host(saved.inv_std), saved_ref.inv_std, **tol)
+    np.testing.assert_allclose(host(rm_dev), rm, **tol)  # updated in place (or not, in eval)
+    np.testing.assert_allclose(host(rv_dev), rv, **tol)
+
+    gy = r.standard_normal(shape).astype(dtype)
+    got = cuda.batch_norm_backward(dev(gy), saved)
+    want = ref.batch_norm_backward(gy, saved_ref)
+    for name, g, w in zip(("gx", "ggamma", "gbeta"), got, want):
+        g = host(g)
+        assert g.dtype == dtype, name
+        np.testing.assert_allclose(g, w, err_msg=name, rtol=tol["rtol"] * 10,
+                                   atol=tol["atol"] * 10 * float(np.abs(w).max()))
+    gx_none, ggamma, gbeta = cuda.batch_norm_backward(dev(gy), saved, need_gx=False)
+    assert gx_none is None
+    np.testing.assert_array_equal(host(ggamma), host(got[1]))
+    np.testing.assert_array_equal(host(gbeta), host(got[2]))
+
+
+def check_batch_norm_without_running_statistics(dev, host):
+    x = rng().standard_normal((6, 2, 3, 3))
+    y, _ = cuda.batch_norm_forward(dev(x), dev(np.ones(2)), dev(np.zeros(2)), None, None, True)
+    y_ref, _ = ref.batch_norm_forward(x, np.ones(2), np.zeros(2), None, None, True)
+    np.testing.assert_allclose(host(y), y_ref, rtol=1e-12, atol=1e-13)
+
+
+def check_batch_norm_running_arrays_of_another_dtype(dev, host):
+    """float32 running statistics of a float64 input are still updated in place."""
+    x = rng().standard_normal((6, 2, 3, 3)) + 5
+    rm, rv = dev(np.zeros(2, np.float32)), dev(np.ones(2, np.float32))
+    cuda.batch_norm_forward(dev(x), dev(np.ones(2)), dev(np.zeros(2)), rm, rv, True)
+    rm_ref, rv_ref = np.zeros(2), np.ones(2)
+    ref.batch_norm_forward(x, np.ones(2), np.zeros(2), rm_ref, rv_ref, True)
+    assert rm.dtype == np.float32
+    np.testing.assert_allclose(host(rm), rm_ref, rtol=1e-6)
+    np.testing.assert_allclose(host(rv), rv_ref, rtol=1e-6)
+
+
+def check_batch_norm_errors(dev, host):
+    with pytest.raises(ValueError, match="running_mean and running_var"):
+        cuda.batch_norm_forward(dev(np.ones((2, 2))), dev(np.ones(2)), dev(np.zeros(2)), None,
+                                None, False)
+    with pytest.raises(TypeError, match="gamma must be float64"):
+        cuda.batch_norm_forward(dev(np.ones((2, 2))), dev(np.ones(2, np.float32)),
+                                dev(np.zeros(2)), None, None, True)
+
+
+def check_softmax_cross_entropy(dev, host, N, K, dtype):
+    r = rng()
+    logits = (r.standard_normal((N, K)) * 5).astype(dtype)
+    labels = r.integers(0, K, N)
+    loss, log_z = cuda.softmax_cross_entropy_forward(dev(logits), dev(labels))
+    loss_ref, log_z_ref = ref.softmax_cross_entropy_forward(logits, labels)
+    tol = TOL[dtype]
+    loss = host(loss)
+    assert loss.shape == () and loss.dtype == dtype
+    np.testing.assert_allclose(loss, loss_ref, **tol)
+    np.testing.assert_allclose(host(log_z), log_z_ref, **tol)
+    gy = np.asarray(r.standard_normal(), dtype=dtype)
+    gx = cuda.softmax_cross_entropy_backward(dev(gy), dev(logits), dev(labels), log_z)
+    np.testing.assert_allclose(host(gx),
+                               ref.softmax_cross_entropy_backward(gy, logits, labels, log_z_ref),
+                               rtol=tol["rtol"] * 10, atol=tol["atol"])
+
+
+def check_softmax_cross_entropy_bad_labels(dev, host):
+    logits = rng().standard_normal((4, 5))
+    labels = np.array([0, 5, 2, -1])
+    loss, log_z = cuda.softmax_cross_entropy_forward(dev(logits), dev(labels))
+    assert np.isnan(host(loss))
+    gx = host(cuda.softmax_cross_entropy_backward(1.0, dev(logits), dev(labels), log_z))
+    assert np.isnan(gx[[1, 3]]).all() and np.isfinite(gx[[0, 2]]).all()
+
+
+def check_softmax_cross_entropy_errors(dev, host):
+    with pytest.raises(ValueError, match=r"labels must be shaped \(3,\)"):
+        cuda.softmax_cross_entropy_forward(dev(np.zeros((3, 4))), dev(np.zeros(2, np.int64)))
+    with pytest.raises(ValueError, match="labels must be integers"):
+        cuda.softmax_cross_entropy_forward(dev(np.zeros((3, 4))), dev(np.zeros(3)))
+
+
+def check_sgd_update(dev, host, momentum, nesterov, weight_decay, dtype):
+    r = rng()
+    p_ref = r.standard_normal((3, 7, 5)).astype(dtype)
+    v_ref = np.zeros_like(p_ref)
+    p = dev(p_ref.copy())
+    v = dev(np.zeros_like(p_ref)) if momentum else None
+    for step in range(3):
+        g = r.standard_normal(p_ref.shape).astype(dtype)
+        cuda.sgd_update(p, dev(g), v, 0.05, momentum, weight_decay, nesterov,
+                        first_step=step == 0)
+        ref.sgd_update(p_ref, g, v_ref, 0.05, momentum, weight_decay, nesterov,
+                       first_step=step == 0)
+    np.testing.assert_allclose(host(p), p_ref, **TOL[dtype])
+    if momentum:
+        np.testing.assert_allclose(host(v), v_ref, **TOL[dtype])
+
+
+def check_sgd_step_keeps_buffers(dev, host):
+    """sgd_step creates the buffer on the first step and reuses it afterwards."""
+    r = rng()
+    p_ref = r.standard_normal(6)
+    v_ref = np.zeros(6)
+    p, buffers = dev(p_ref.copy()), {}
+    for step in range(3):
+        g = r.standard_normal(6)
+        cuda.sgd_step(p, dev(g), buffers, "w", 0.1, 0.9, 1e-3, True)
+        ref.sgd_update(p_ref, g, v_ref, 0.1, 0.9, 1e-3, True, first_step=step == 0)
+    assert list(buffers) == ["w"]
+    np.testing.assert_allclose(host(p), p_ref, rtol=1e-12)
+    np.testing.assert_allclose(host(buffers["w"]), v_ref, rtol=1e-12)
+    q, none = dev(np.ones(3)), {}
+    cuda.sgd_step(q, dev(np.ones(3)), none, 0, 0.5, 0.0, 0.0, False)
+    assert none == {} and np.allclose(host(q), 0.5)
+
+
+def check_sgd_first_step_ignores_stale_velocity(dev, host):
+    p, g, v = dev(np.ones(5)), dev(np.full(5, 2.0)), dev(np.full(5, 1e6))
+    cuda.sgd_update(p, g, v, 0.1, 0.9, first_step=True)
+    np.testing.assert_allclose(host(v), 2.0)
+    np.testing.assert_allclose(host(p), 1 - 0.1 * 2.0)
+
+
+def check_sgd_errors(dev, host):
+    p = dev(np.ones((4, 4)))
+    with pytest.raises(ValueError, match="velocity"):
+        cuda.sgd_update(p, dev(np.ones((4, 4))), None, 0.1, momentum=0.9)
+    with pytest.raises(ValueError, match="C-contiguous"):
+        cuda.sgd_update(p.T, dev(np.ones((4, 4))), None, 0.1)
+    with pytest.raises(TypeError, match="grad must be float64"):
+        cuda.sgd_update(p, dev(np.ones((4, 4), np.float32)), None, 0.1)

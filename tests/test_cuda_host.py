@@ -1,0 +1,240 @@
+"""The host side of the CUDA path, on the CPU: launch shapes, the loader's sources, scalar types,
+and the NumPy references (``minires.kernels.cuda.reference``) against the library's CPU code, so
+that a kernel that matches its reference also matches CPU training."""
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import minires.functions as F
+from cuda_emulator import kernel_signatures
+from minires.autograd import Tensor
+from minires.backend import cuda_available
+from minires.kernels import cuda
+from minires.kernels.cpu import im2col as cpu_im2col
+from minires.kernels.cuda import reference as ref
+
+# -- launch shapes -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("n", [1, 255, 256, 257, 10_000, 10**9])
+def test_elementwise_launch_covers_or_caps(n):
+    (grid,), (block,) = cuda.elementwise_launch(n)
+    assert block == cuda.THREADS
+    assert 1 <= grid <= cuda.MAX_BLOCKS
+    # Every element gets its own thread unless the grid is capped (then the kernels loop).
+    assert grid * block >= n or grid == cuda.MAX_BLOCKS
+    assert (grid - 1) * block < n  # no block that would have nothing to do
+
+
+def test_elementwise_launch_respects_a_smaller_cap():
+    assert cuda.elementwise_launch(10_000, threads=64, max_blocks=3) == ((3,), (64,))
+    assert cuda.elementwise_launch(0) == ((1,), (cuda.THREADS,))
+
+
+@pytest.mark.parametrize("count", [1, 31, 32, 256, 257, 4096, 8192, 8193, 131_072, 10**7])
+def test_reduction_threads_is_a_warp_multiple_power_of_two(count):
+    threads = cuda.reduction_threads(count)
+    assert 32 <= threads <= 1024
+    assert threads & (threads - 1) == 0  # block_sum needs whole warps; powers of two are
+    assert threads * 8 >= count or threads == 1024
+    assert threads == 32 or (threads // 2) * 8 < count  # the smallest such block
+
+
+def test_per_channel_and_rows_launch():
+    assert cuda.per_channel_launch(16, 128 * 1024) == ((16,), (1024,))
+    (grid,), (block,) = cuda.rows_launch(130)
+    assert block == 32 * cuda.WARPS_PER_BLOCK and grid * cuda.WARPS_PER_BLOCK >= 130
+    assert (grid - 1) * cuda.WARPS_PER_BLOCK < 130
+
+
+def test_scalars_match_the_kernel_type():
+    assert type(cuda.scalar(0.1, np.float32)) is np.float32
+    assert type(cuda.scalar(0.1, np.float64)) is np.float64
+    assert cuda.kernel_name("im2col", np.float32) == "im2col_f32"
+    assert cuda.kernel_name("sgd_update", "float64") == "sgd_update_f64"
+    with pytest.raises(TypeError, match="float32 or float64"):
+        cuda.kernel_name("im2col", np.float16)
+
+
+def test_check_int32_leaves_room_for_the_last_grid_stride():
+    assert cuda.check_int32(cuda.INDEX_LIMIT) == cuda.INDEX_LIMIT
+    assert cuda.INDEX_LIMIT + cuda.MAX_BLOCKS * 1024 <= 2**31 - 1
+    with pytest.raises(ValueError, match="32-bit"):
+        cuda.check_int32(cuda.INDEX_LIMIT + 1, "col")
+    assert cuda.check_int32(128 * 64 * 9 * 32 * 32) > 0  # a ResNet im2col at batch 128
+
+
+def test_unknown_kernel_is_named_in_the_error():
+    with pytest.raises(KeyError, match="no CUDA kernel named 'conv3d'"):
+        cuda._source_of("conv3d")
+
+
+# -- sources -------------------------------------------------------------------------------------
+
+def test_sources_are_self_contained_and_export_f32_and_f64():
+    for name in cuda.source_names():
+        text = cuda.source(name)
+        assert not re.search(r"^\s*#include", text, re.MULTILINE), \
+            f"{name}: an include was left for NVRTC to resolve"
+        signatures = kernel_signatures(text)
+        expected = {f"{b}_{s}" for b in cuda.KERNELS[name] for s in ("f32", "f64")}
+        assert set(signatures) == expected
+        for base in cuda.KERNELS[name]:
+            f32, f64 = signatures[f"{base}_f32"], signatures[f"{base}_f64"]
+            # Same parameters; only float becomes double.
+            assert [(t.replace("float", "double"), p) for t, p in f32] == f64
+
+
+def test_importing_the_loader_needs_no_cupy():
+    code = ("import sys; import minires.kernels.cuda as c; c.source_names(); "
+            "c.elementwise_launch(10); assert 'cupy' not in sys.modules")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=False)
+    assert out.returncode == 0, out.stderr
+
+
+# -- references against the library's CPU code ---------------------------------------------------
+
+GEOMETRIES = [  # (N, C, H, W, KH, KW, SH, SW, PH, PW)
+    (2, 3, 5, 6, 3, 3, 1, 1, 1, 1),
+    (2, 3, 7, 6, 3, 3, 2, 2, 1, 1),
+    (1, 2, 5, 7, 2, 3, 1, 2, 0, 1),
+    (2, 4, 6, 6, 1, 1, 2, 2, 0, 0),
+]
+
+
+@pytest.mark.parametrize("geometry", GEOMETRIES)
+def test_reference_im2col_col2im_equal_the_numba_kernels(geometry):
+    N, C, H, W, KH, KW, SH, SW, PH, PW = geometry
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((N, C, H, W)).astype(np.float32)
+    col = ref.im2col(x, KH, KW, SH, SW, PH, PW)
+    np.testing.assert_array_equal(col, cpu_im2col.im2col(x, KH, KW, SH, SW, PH, PW))
+    gcol = rng.standard_normal(col.shape).astype(np.float32)
+    # Same summation order per pixel, so equal to the last bit.
+    np.testing.assert_array_equal(ref.col2im(gcol, H, W, SH, SW, PH, PW),
+                                  cpu_im2col.col2im(gcol, H, W, SH, SW, PH, PW))
+
+
+def _bn_library(x, gamma, beta, rm, rv, training, gy, relu):
+    xt, gt, bt = (Tensor(a, requires_grad=True) for a in (x, gamma, beta))
+    y = F.batch_norm(xt, gt, bt, rm, rv, training)
+    if relu:
+        y = F.relu(y)
+    y.backward(gy)
+    return y.data, xt.grad, gt.grad, bt.grad
+
+
+@pytest.mark.parametrize("shape", [(6, 3, 4, 5), (7, 4)])
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("relu", [False, True])
+def test_reference_batch_norm_equals_the_library(shape, training, relu):
+    rng = np.random.default_rng(2)
+    C = shape[1]
+    x = rng.standard_normal(shape) * 3 + 1
+    gamma, beta = rng.standard_normal(C), rng.standard_normal(C)
+    rm, rv = rng.standard_normal(C), rng.random(C) + 0.5
+    gy = rng.standard_normal(shape)
+    rm_lib, rv_lib = rm.copy(), rv.copy()
+    y_lib, gx_lib, gg_lib, gb_lib = _bn_library(x, gamma, beta, rm_lib, rv_lib, training, gy, relu)
+
+    y, saved = ref.batch_norm_forward(x, gamma, beta, rm, rv, training, relu=relu)
+    gx, gg, gb = ref.batch_norm_backward(gy, saved)
+    for got, want in [(y, y_lib), (rm, rm_lib), (rv, rv_lib), (gx, gx_lib), (gg, gg_lib),
+                      (gb, gb_lib)]:
+        np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
+    if training:
+        assert not np.allclose(rm, rng.standard_normal(C))  # sanity: stats did move
+    assert ref.batch_norm_backward(gy, saved, need_gx=False)[0] is None
+
+
+def test_reference_softmax_cross_entropy_equals_the_library():
+    rng = np.random.default_rng(3)
+    logits = rng.standard_normal((9, 7)) * 4
+    labels = rng.integers(0, 7, 9)
+    t = Tensor(logits, requires_grad=True)
+    loss = F.softmax_cross_entropy(t, labels)
+    gy = np.float64(rng.standard_normal())
+    loss.backward(np.asarray(gy))
+    ref_loss, log_z = ref.softmax_cross_entropy_forward(logits, labels)
+    np.testing.assert_allclose(ref_loss, loss.data, rtol=1e-12)
+    np.testing.assert_allclose(ref.softmax_cross_entropy_backward(gy, logits, labels, log_z),
+                               t.grad, rtol=1e-10, atol=1e-14)
+
+
+def test_reference_softmax_cross_entropy_flags_bad_labels_with_nan():
+    logits = np.zeros((3, 4), np.float32)
+    loss, _ = ref.softmax_cross_entropy_forward(logits, np.array([0, 4, 1]))
+    assert np.isnan(loss)
+
+
+def test_reference_relu():
+    x = np.array([-1.0, 0.0, 2.0, np.nan])
+    y = ref.relu_forward(x)
+    np.testing.assert_array_equal(y, [0.0, 0.0, 2.0, np.nan])
+    np.testing.assert_array_equal(ref.relu_backward(np.array([5.0, 6.0, 7.0, 8.0]), y),
+                                  [0.0, 0.0, 7.0, 0.0])
+
+
+@pytest.mark.parametrize("momentum,nesterov,weight_decay", [
+    (0.0, False, 0.0), (0.0, False, 5e-4), (0.9, False, 1e-4), (0.9, True, 1e-4)])
+def test_reference_sgd_equals_torch(momentum, nesterov, weight_decay):
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(4)
+    p0 = rng.standard_normal((3, 4))
+    grads = [rng.standard_normal((3, 4)) for _ in range(3)]
+    p, velocity = p0.copy(), np.zeros_like(p0)
+    tp = torch.tensor(p0, requires_grad=True)
+    opt = torch.optim.SGD([tp], lr=0.1, momentum=momentum, nesterov=nesterov,
+                          weight_decay=weight_decay)
+    for step, g in enumerate(grads):
+        ref.sgd_update(p, g, velocity, 0.1, momentum, weight_decay, nesterov,
+                       first_step=step == 0)
+        tp.grad = torch.tensor(g)
+        opt.step()
+    np.testing.assert_allclose(p, tp.detach().numpy(), rtol=1e-12, atol=1e-14)
+    assert not np.allclose(p, p0)
+
+
+# -- the GPU benchmark's host side ---------------------------------------------------------------
+
+def _benchmark_module():
+    import importlib.util
+    from pathlib import Path
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_train_step.py"
+    spec = importlib.util.spec_from_file_location("gpu_train_step", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("share", ["none", "block"])
+def test_benchmark_torch_resnet_is_the_minires_resnet(share):
+    """Same parameter count (so the same sharing) and the same output shape."""
+    torch = pytest.importorskip("torch")
+    from minires import models
+    bench = _benchmark_module()
+    model = bench.torch_resnet(torch, 20, share)
+    count = sum(p.numel() for p in model.parameters())
+    assert count == models.create(depth=20, share=share).num_parameters()
+    assert count == {"none": 269_722, "block": 170_650}[share]
+    assert model(torch.zeros(2, 3, 32, 32)).shape == (2, bench.NUM_CLASSES)
+
+
+def test_benchmark_report_and_no_gpu_exit(capsys):
+    bench = _benchmark_module()
+    row = dict(depth=20, share="block", parameters=170_650, images_per_s=1000.0,
+               ms_per_step=128.0, peak_used_mib=512.0, reserved_mib=600.0, final_loss=2.3)
+    report = {"device": {"name": "Test GPU"}, "date": "2026-01-01", "batch_size": 128,
+              "warmup": 5, "steps": 30, "versions": {"cupy": "x"},
+              "results": [dict(row, framework="minires"),
+                          dict(row, framework="pytorch", images_per_s=4000.0)]}
+    text = bench.markdown(report)
+    assert "| ResNet-20 | block | minires | 170,650 | 1000 |" in text
+    assert "0.25x PyTorch's speed" in text
+    if cuda_available():
+        pytest.skip("a GPU is present: the no-GPU exit cannot be observed")
+    assert bench.main(["--depths", "20"]) == 2
+    assert "no usable NVIDIA GPU" in capsys.readouterr().err

@@ -1,0 +1,129 @@
+"""On a GPU: training steps of a shared ResNet track the CPU run with the same seed, every op of a
+step goes through the CUDA kernels, and ``train(device="cuda")`` runs end to end.
+
+Skipped without CuPy and a usable NVIDIA GPU.
+"""
+import numpy as np
+import pytest
+
+import minires
+import minires.functions as F
+from minires import models, optim
+from minires.autograd import Tensor
+from minires.kernels import cuda
+
+pytestmark = [pytest.mark.gpu,
+              pytest.mark.skipif(not minires.backend.cuda_available(),
+                                 reason="needs CuPy and an NVIDIA GPU")]
+
+
+@pytest.fixture(scope="module")
+def cp():
+    import cupy
+    return cupy
+
+
+def _run_steps(model, xp, images, labels, steps, batch):
+    """SGD steps (momentum, Nesterov, weight decay) on fixed batches; the losses as floats."""
+    _, no_decay = optim.split_decay(model)
+    opt = optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4,
+                    nesterov=True, no_decay=no_decay)
+    losses = []
+    for step in range(steps):
+        sl = slice(step * batch, (step + 1) * batch)
+        opt.zero_grad()
+        loss = F.softmax_cross_entropy(model(Tensor(xp.asarray(images[sl]))),
+                                       xp.asarray(labels[sl]))
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.data))
+    return losses
+
+
+def _state(model, cp):
+    return {k: cp.asnumpy(v) for k, v in model.state_dict().items()}  # arrays, copied
+
+
+@pytest.mark.parametrize("dtype,depth,size,rtol", [
+    (np.float64, 8, 16, 1e-9),   # float64: the two devices agree to rounding
+    (np.float32, 20, 32, 2e-3),  # float32 ResNet-20: rounding differences stay small
+])
+def test_training_steps_track_the_cpu(cp, dtype, depth, size, rtol):
+    rng = np.random.default_rng(0)
+    batch, steps = 16, 3
+    images = rng.standard_normal((batch * steps, 3, size, size)).astype(dtype)
+    labels = rng.integers(0, 10, batch * steps)
+    cpu_model = models.create(depth=depth, share="block", seed=1, dtype=dtype)
+    gpu_model = models.create(depth=depth, share="block", seed=1, dtype=dtype).to("cuda")
+    assert gpu_model.conv1.weight.device == "cuda"
+    cpu_losses = _run_steps(cpu_model, np, images, labels, steps, batch)
+    gpu_losses = _run_steps(gpu_model, cp, images, labels, steps, batch)
+    np.testing.assert_allclose(gpu_losses, cpu_losses, rtol=rtol)
+    assert cpu_losses[0] != cpu_losses[-1]  # the steps did change the model
+    cpu_state, gpu_state = _state(cpu_model, cp), _state(gpu_model, cp)
+    assert cpu_state.keys() == gpu_state.keys()
+    for key in cpu_state:  # weights, BatchNorm parameters and running statistics
+        scale = max(float(np.abs(cpu_state[key]).max()), 1e-3)
+        np.testing.assert_allclose(gpu_state[key], cpu_state[key], rtol=rtol * 10,
+                                   atol=rtol * 10 * scale, err_msg=key)
+
+
+def test_every_op_of_a_step_runs_through_the_cuda_kernels(cp, monkeypatch):
+    """Count the kernel wrappers a training step calls, and check no array left the GPU."""
+    calls = {}
+    names = ("im2col", "col2im", "batch_norm_forward", "batch_norm_backward", "relu_forward",
+             "relu_backward", "softmax_cross_entropy_forward", "softmax_cross_entropy_backward",
+             "sgd_step")
+
+    def counting(name, original):
+        def counted(*args, **kwargs):
+            calls[name] = calls.get(name, 0) + 1
+            return original(*args, **kwargs)
+        return counted
+
+    for name in names:
+        monkeypatch.setattr(cuda, name, counting(name, getattr(cuda, name)))
+    model = models.create(depth=8, share="block", seed=0).to("cuda")
+    rng = np.random.default_rng(0)
+    x = cp.asarray(rng.standard_normal((8, 3, 16, 16)).astype(np.float32))
+    y = cp.asarray(rng.integers(0, 10, 8))
+    opt = optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
+    loss = F.softmax_cross_entropy(model(Tensor(x)), y)
+    loss.backward()
+    opt.step()
+    assert set(calls) == set(names), f"not called: {set(names) - set(calls)}"
+    # ResNet-8: 7 convolutions, 7 BatchNorms; one SGD kernel per unique parameter.
+    assert calls["im2col"] == 7 and calls["batch_norm_forward"] == 7
+    assert calls["sgd_step"] == len(list(model.parameters()))
+    for p in model.parameters():
+        assert type(p.data).__module__.startswith("cupy")
+        assert type(p.grad).__module__.startswith("cupy")
+
+
+def test_loader_on_the_gpu_yields_the_cpu_batches(cp):
+    """Device-resident uint8 images, augmented on the GPU, equal the CPU loader's batches."""
+    from minires.data.loader import Loader
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (50, 3, 8, 8), dtype=np.uint8)
+    labels = rng.integers(0, 10, 50)
+    kwargs = dict(batch_size=16, shuffle=True, augment="crop_flip", mean=[0.5, 0.4, 0.3],
+                  std=[0.2, 0.25, 0.3], seed=3)
+    cpu = Loader(images, labels, **kwargs)
+    gpu = Loader(cp.asarray(images), cp.asarray(labels), xp=cp, **kwargs)
+    for (xc, yc), (xg, yg) in zip(cpu, gpu):
+        assert type(xg).__module__.startswith("cupy")
+        np.testing.assert_allclose(cp.asnumpy(xg), xc, rtol=1e-6, atol=1e-6)
+        np.testing.assert_array_equal(cp.asnumpy(yg), yc)
+
+
+def test_train_on_cuda_end_to_end(tmp_path):
+    from minires.train import TrainConfig, train
+    common = dict(depth=8, share="block", epochs=1, subset=256, batch_size=64, seed=0)
+    gpu = train(TrainConfig(device="cuda", run_dir=str(tmp_path / "gpu"), **common))
+    cpu = train(TrainConfig(device="cpu", run_dir=str(tmp_path / "cpu"), **common))
+    assert gpu.config.device == "cuda" and gpu.epochs_done == 1
+    g, c = gpu.metrics[0], cpu.metrics[0]
+    assert np.isfinite(g["train_loss"]) and np.isfinite(g["test_loss"])
+    # Four float32 steps on each device: the losses agree closely, not bit for bit.
+    np.testing.assert_allclose(g["train_loss"], c["train_loss"], rtol=1e-2)
+    np.testing.assert_allclose(g["test_loss"], c["test_loss"], rtol=1e-2)
