@@ -1,0 +1,95 @@
+"""Error (or loss) curves of training runs, like the figures of He et al. and Dai et al.
+
+Each run directory contributes one colour: its test curve solid, its train curve dashed. The
+data are the run's ``metrics.jsonl``; the label comes from its ``config.json``
+(e.g. ``resnet20 shared (block)``). matplotlib is an optional dependency (``minires[plot]``) and
+is imported only when a figure is drawn; the figure is rendered with the Agg canvas directly, so
+no GUI backend and no global ``pyplot`` state are involved.
+"""
+from __future__ import annotations
+
+import json
+import os
+
+from minires.errors import DataError, MiniresError
+
+METRICS = ("error", "loss")
+
+
+def read_run(run_dir) -> tuple[dict, list]:
+    """Return ``(config, metric rows)`` of a run directory (``config.json``, ``metrics.jsonl``)."""
+    run_dir = os.fspath(run_dir)
+    metrics_path = os.path.join(run_dir, "metrics.jsonl")
+    if not os.path.isfile(metrics_path):
+        raise DataError(f"{run_dir} is not a run directory: it has no metrics.jsonl")
+    with open(metrics_path, encoding="utf-8") as f:
+        rows = [json.loads(line) for line in f if line.strip()]
+    config = {}
+    config_path = os.path.join(run_dir, "config.json")
+    if os.path.isfile(config_path):
+        with open(config_path, encoding="utf-8") as f:
+            config = json.load(f)
+    return config, rows
+
+
+def run_label(config: dict, run_dir) -> str:
+    """A short legend label: ``resnet20 shared (block)``, ``wrn16-4 unshared``..."""
+    arch = config.get("arch")
+    if arch is None:
+        return os.path.basename(os.path.normpath(os.fspath(run_dir)))
+    name = f"{arch}{config.get('depth', '')}"
+    if arch == "wrn":
+        name += f"-{config.get('width', '')}"
+    share = config.get("share", "none")
+    return f"{name} {'unshared' if share == 'none' else f'shared ({share})'}"
+
+
+def plot_runs(run_dirs, out_path, metric: str = "error", title: str | None = None) -> str:
+    """Draw the train and test curves of one or more runs per epoch into a PNG file.
+
+    Args:
+        run_dirs: run directories written by ``minires.train.train``.
+        out_path: the PNG to write.
+        metric: ``error`` (in percent) or ``loss``.
+        title: figure title; defaults to the dataset name(s).
+    Returns:
+        ``out_path`` as a string.
+    """
+    if metric not in METRICS:
+        raise ValueError(f"metric must be one of {', '.join(METRICS)}, got {metric!r}")
+    if not run_dirs:
+        raise ValueError("plot needs at least one run directory")
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+        from matplotlib.ticker import MaxNLocator
+    except ImportError as exc:
+        raise MiniresError("plotting needs matplotlib, which is not installed: "
+                           "pip install 'minires[plot]'") from exc
+
+    runs = [(run_dir, *read_run(run_dir)) for run_dir in run_dirs]
+    figure = Figure(figsize=(7, 4.5))
+    FigureCanvasAgg(figure)
+    axes = figure.add_subplot()
+    scale = 100.0 if metric == "error" else 1.0
+    for i, (run_dir, config, rows) in enumerate(runs):
+        if not rows:
+            raise DataError(f"{run_dir} has no completed epoch to plot")
+        color = f"C{i % 10}"
+        epochs = [row["epoch"] for row in rows]
+        label = run_label(config, run_dir)
+        axes.plot(epochs, [row[f"test_{metric}"] * scale for row in rows], color=color,
+                  linestyle="-", label=f"{label} test")
+        axes.plot(epochs, [row[f"train_{metric}"] * scale for row in rows], color=color,
+                  linestyle="--", linewidth=1, label=f"{label} train")
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+    axes.set_xlabel("epoch")
+    axes.set_ylabel("error (%)" if metric == "error" else "cross-entropy loss")
+    datasets = sorted({str(config.get("dataset", "?")) for _, config, _ in runs})
+    axes.set_title(title if title is not None else ", ".join(datasets))
+    axes.grid(True, alpha=0.3)
+    axes.legend(fontsize="small")
+    figure.tight_layout()
+    out_path = os.fspath(out_path)
+    figure.savefig(out_path, format="png", dpi=120)
+    return out_path
