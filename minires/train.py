@@ -427,15 +427,17 @@ def train(config: TrainConfig, on_epoch=None, on_batch=None) -> TrainResult:
     model = models.create(**spec).to(config.device)
     optimizer = build_optimizer(model, config)
     schedule = build_schedule(config)
-    train_loader = mdata.Loader(dataset.train_images, dataset.train_labels, config.batch_size,
-                                shuffle=True, augment=dataset.augment, mean=dataset.mean,
-                                std=dataset.std, seed=config.seed, prefetch=config.prefetch,
-                                xp=xp)
+    # On the GPU both splits live in device memory (xp.asarray is a no-op on the CPU): batches
+    # are gathered and augmented there, and only each epoch's small plan crosses the bus.
+    train_loader = mdata.Loader(xp.asarray(dataset.train_images), dataset.train_labels,
+                                config.batch_size, shuffle=True, augment=dataset.augment,
+                                mean=dataset.mean, std=dataset.std, seed=config.seed,
+                                prefetch=config.prefetch, xp=xp)
     test_images, test_labels = dataset.test_images, dataset.test_labels
     if config.test_subset is not None:
         test_images, test_labels = (test_images[:config.test_subset],
                                     test_labels[:config.test_subset])
-    test_loader = mdata.Loader(test_images, test_labels, config.eval_batch_size,
+    test_loader = mdata.Loader(xp.asarray(test_images), test_labels, config.eval_batch_size,
                                shuffle=False, augment=None, mean=dataset.mean, std=dataset.std,
                                seed=config.seed, prefetch=config.prefetch, xp=xp)
     num_batches = len(train_loader)

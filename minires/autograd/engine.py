@@ -43,7 +43,9 @@ def backward(root, gy=None) -> None:
     if gy is None:
         gy = xp.ones_like(root.data)
     else:
-        gy = xp.asarray(getattr(gy, "data", gy), dtype=root.data.dtype)
+        from minires.autograd.tensor import unwrap
+        # unwrap, not getattr(gy, "data"): an array's .data is its buffer (a CuPy MemoryPointer)
+        gy = xp.asarray(unwrap(gy), dtype=root.data.dtype)
         if gy.shape != root.shape:
             raise ValueError(f"backward: gradient shape {gy.shape} differs from the tensor's "
                              f"shape {root.shape}")

@@ -11,51 +11,52 @@ well would update its running statistics twice per step, from two different dist
 from __future__ import annotations
 
 from minires.autograd import Function, unwrap
+from minires.backend import is_cuda_array
+from minires.kernels import cuda
+from minires.kernels.cpu import batchnorm as cpu_bn
 
 
 class BatchNorm(Function):
+    #: Apply ReLU to the output in the same pass (see :class:`BatchNormReLU`).
+    relu = False
+
     def __init__(self, running_mean, running_var, training: bool, momentum=0.1, eps=1e-5):
         self.running_mean, self.running_var = running_mean, running_var
         self.training, self.momentum, self.eps = training, momentum, eps
 
     def forward(self, x, gamma, beta):
-        C = x.shape[1]
-        self.axes = (0,) + tuple(range(2, x.ndim))
-        self.bshape = (1, C) + (1,) * (x.ndim - 2)  # broadcasts a (C,) vector against x
-        if self.training:
-            mean = x.mean(axis=self.axes)
-            var = x.var(axis=self.axes)  # biased: what normalises the batch
-            count = x.size // C
-            if self.running_mean is not None:
-                m = self.momentum
-                self.running_mean *= 1 - m
-                self.running_mean += m * mean
-                self.running_var *= 1 - m
-                self.running_var += m * var * (count / max(count - 1, 1))  # unbiased
-        else:
-            if self.running_mean is None:
-                raise ValueError("batch_norm in eval mode needs running_mean and running_var")
-            mean, var = self.running_mean, self.running_var
-        inv_std = 1 / (var + x.dtype.type(self.eps)) ** 0.5
-        xhat = (x - mean.reshape(self.bshape)) * inv_std.reshape(self.bshape)
-        self.xhat, self.inv_std, self.gamma = xhat, inv_std.astype(x.dtype), gamma
-        return xhat * gamma.reshape(self.bshape) + beta.reshape(self.bshape)
+        if is_cuda_array(x):  # fused CUDA kernels; same results (minires.kernels.cuda)
+            y, self.saved = cuda.batch_norm_forward(x, gamma, beta, self.running_mean,
+                                                    self.running_var, self.training,
+                                                    self.momentum, self.eps, relu=self.relu)
+            return y
+        if not self.training and self.running_mean is None:
+            raise ValueError("batch_norm in eval mode needs running_mean and running_var")
+        # One numba pass for the statistics, one for the output (minires.kernels.cpu.batchnorm);
+        # the backward pass recomputes xhat from x, mean and inv_std instead of storing it.
+        y, self.mean, self.inv_std = cpu_bn.batch_norm_forward(
+            x, gamma, beta, self.running_mean, self.running_var, self.training, self.momentum,
+            self.eps, relu=self.relu)
+        self.x, self.gamma = x, gamma
+        self.y = y if self.relu else None
+        return y
 
     def backward(self, gy):
-        gbeta = gy.sum(axis=self.axes)
-        ggamma = (gy * self.xhat).sum(axis=self.axes)
-        gx = None
-        if self.needs_input_grad[0]:
-            scale = (self.gamma * self.inv_std).reshape(self.bshape)
-            if self.training:
-                # The batch statistics depend on x too: subtract the mean gradient and the
-                # component along xhat (the standard closed form).
-                count = gy.size // gy.shape[1]
-                gx = scale * (gy - (gbeta.reshape(self.bshape)
-                                    + self.xhat * ggamma.reshape(self.bshape)) / count)
-            else:
-                gx = scale * gy
-        return gx, ggamma, gbeta
+        if is_cuda_array(gy):
+            return cuda.batch_norm_backward(gy, self.saved, self.needs_input_grad[0])
+        gx, ggamma, gbeta = cpu_bn.batch_norm_backward(
+            self.x, self.y, gy, self.gamma, self.mean, self.inv_std, self.training,
+            relu=self.relu, need_gx=self.needs_input_grad[0])
+        need = self.needs_input_grad
+        return gx, (ggamma if need[1] else None), (gbeta if need[2] else None)
+
+
+class BatchNormReLU(BatchNorm):
+    """``relu(batch_norm(x))`` as one node: on the CPU the ReLU is applied in the normalising
+    pass and its mask in the gradient passes, saving a full read and write of the activation
+    each way. On the GPU the CUDA BatchNorm kernels do the same (their ``relu`` flag)."""
+
+    relu = True
 
 
 def batch_norm(x, gamma, beta, running_mean, running_var, training, momentum=0.1, eps=1e-5):
@@ -71,3 +72,10 @@ def batch_norm(x, gamma, beta, running_mean, running_var, training, momentum=0.1
     """
     running_mean, running_var = unwrap(running_mean), unwrap(running_var)
     return BatchNorm(running_mean, running_var, bool(training), momentum, eps)(x, gamma, beta)
+
+
+def batch_norm_relu(x, gamma, beta, running_mean, running_var, training, momentum=0.1,
+                    eps=1e-5):
+    """``relu(batch_norm(x, ...))`` in one fused node; arguments as :func:`batch_norm`."""
+    running_mean, running_var = unwrap(running_mean), unwrap(running_var)
+    return BatchNormReLU(running_mean, running_var, bool(training), momentum, eps)(x, gamma, beta)

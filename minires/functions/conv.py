@@ -1,16 +1,23 @@
-"""2-D convolution as im2col + one batched matrix product.
+"""2-D convolution.
 
 Shapes: ``x (N, C, H, W)``, ``W (OC, C, KH, KW)``, ``b (OC,)``, ``y (N, OC, OH, OW)`` with
-``OH = (H + 2*PH - KH) // SH + 1`` (likewise OW). ``col`` is ``(N, C*KH*KW, OH*OW)``, so for every
-image ``y[n] = W.reshape(OC, C*KH*KW) @ col[n]`` is already in NCHW order.
+``OH = (H + 2*PH - KH) // SH + 1`` (likewise OW).
+
+* CPU (NumPy arrays): ``minires.kernels.cpu.conv`` builds the patch matrix a few images at a
+  time in channels-last rows and never keeps it; the backward pass recomputes it chunk by chunk
+  (see that module for why this is faster and smaller than a whole-batch im2col).
+* GPU (CuPy arrays): ``col (N, C*KH*KW, OH*OW)`` from the CUDA im2col, then for every image
+  ``y[n] = W.reshape(OC, C*KH*KW) @ col[n]``, already in NCHW order.
 
 For a weight shared by two convolutions nothing special happens here: each call is its own
-Function node with its own ``col``, and each returns its own ``gW``; the engine adds them.
+Function node, and each returns its own ``gW``; the engine adds them.
 """
 from __future__ import annotations
 
 from minires import kernels
 from minires.autograd import Function
+from minires.backend import is_cuda_array
+from minires.kernels.cpu import conv as cpu_conv
 from minires.kernels.cpu.im2col import conv_output_size
 
 
@@ -33,21 +40,40 @@ class Conv2d(Function):
         if OH <= 0 or OW <= 0:
             raise ValueError(f"conv2d: kernel {KH}x{KW} does not fit input {H}x{W_in} with "
                              f"padding {self.PH},{self.PW}")
-        col = kernels.im2col(x, KH, KW, self.SH, self.SW, self.PH, self.PW)
-        col = col.reshape(N, C * KH * KW, OH * OW)
-        y = (W.reshape(OC, -1) @ col).reshape(N, OC, OH, OW)
+        self.x_hw, self.W, self.x, self.col = (H, W_in), W, None, None
+        if is_cuda_array(x):
+            col = kernels.im2col(x, KH, KW, self.SH, self.SW, self.PH, self.PW)
+            col = col.reshape(N, C * KH * KW, OH * OW)
+            y = (W.reshape(OC, -1) @ col).reshape(N, OC, OH, OW)
+            # col is what gW needs; keep it only when a weight gradient will be asked for.
+            self.col = col if self.needs_input_grad[1] else None
+        else:
+            y = cpu_conv.conv2d_forward(x, W, self.SH, self.SW, self.PH, self.PW)
+            # The CPU backward rebuilds the patches from x, chunk by chunk, when gW is needed.
+            self.x = x if self.needs_input_grad[1] else None
         if b is not None:
             y += b.reshape(1, OC, 1, 1)
-        # col is what gW needs; keep it only when a weight gradient will be asked for.
-        self.col = col if self.needs_input_grad[1] else None
-        self.x_hw, self.W = (H, W_in), W
         return y
 
     def backward(self, gy):
+        if is_cuda_array(gy):
+            gx, gW = self._backward_im2col(gy)
+        else:
+            N, C = gy.shape[0], self.W.shape[1]
+            gx, gW = cpu_conv.conv2d_backward(
+                self.x, self.W, gy, self.SH, self.SW, self.PH, self.PW,
+                need_gx=self.needs_input_grad[0], need_gW=self.needs_input_grad[1],
+                x_shape=(N, C) + self.x_hw)
+        if len(self.needs_input_grad) == 2:
+            return gx, gW
+        gb = gy.sum(axis=(0, 2, 3)) if self.needs_input_grad[2] else None
+        return gx, gW, gb
+
+    def _backward_im2col(self, gy):
         N, OC, OH, OW = gy.shape
         _, C, KH, KW = self.W.shape
         gy3 = gy.reshape(N, OC, OH * OW)
-        gx = gW = gb = None
+        gx = gW = None
         if self.needs_input_grad[0]:
             gcol = self.W.reshape(OC, -1).T @ gy3                   # (N, C*KH*KW, OH*OW)
             gcol = gcol.reshape(N, C, KH, KW, OH, OW)
@@ -55,9 +81,7 @@ class Conv2d(Function):
         if self.needs_input_grad[1]:
             # Sum over images of gy[n] @ col[n].T; the transposed view costs no copy.
             gW = (gy3 @ self.col.transpose(0, 2, 1)).sum(axis=0).reshape(self.W.shape)
-        if len(self.needs_input_grad) == 3 and self.needs_input_grad[2]:
-            gb = gy.sum(axis=(0, 2, 3))
-        return (gx, gW) if len(self.needs_input_grad) == 2 else (gx, gW, gb)
+        return gx, gW
 
 
 def conv2d(x, W, b=None, stride=1, pad=0):

@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 from minires.autograd import Function, unwrap
-from minires.backend import get_array_module
+from minires.backend import get_array_module, is_cuda_array
+from minires.kernels import cuda
 
 
 class SoftmaxCrossEntropy(Function):
@@ -12,6 +13,10 @@ class SoftmaxCrossEntropy(Function):
         self.labels = labels
 
     def forward(self, logits):
+        if is_cuda_array(logits):  # no host-side label check: that would sync every step
+            loss, self.log_z = cuda.softmax_cross_entropy_forward(logits, self.labels)
+            self.logits = logits
+            return loss
         xp = get_array_module(logits)
         N, K = logits.shape
         labels = self.labels
@@ -28,6 +33,8 @@ class SoftmaxCrossEntropy(Function):
         return -log_p[rows, labels].mean(dtype=logits.dtype).astype(logits.dtype)
 
     def backward(self, gy):
+        if is_cuda_array(gy):
+            return cuda.softmax_cross_entropy_backward(gy, self.logits, self.labels, self.log_z)
         xp = get_array_module(gy)
         N = self.probs.shape[0]
         g = self.probs.copy()

@@ -152,7 +152,7 @@ class BasicBlock(Module):
         return self.conv1.weight is self.conv2.weight
 
     def forward(self, x):
-        h = F.relu(self.bn1(self.conv1(x)))
+        h = self.bn1(self.conv1(x), relu=True)  # relu(bn1(.)), fused
         y = self.bn2(self.conv2(h))
         return F.relu(y + (x if self.shortcut is None else self.shortcut(x)))
 
@@ -210,7 +210,7 @@ class ResNet(Module):
         self.fc = Linear(64, int(num_classes), rng=rng, dtype=dtype)
 
     def forward(self, x):
-        x = F.relu(self.bn1(self.conv1(x)))
+        x = self.bn1(self.conv1(x), relu=True)  # relu(bn1(.)), fused
         x = self.stage3(self.stage2(self.stage1(x)))
         return self.fc(self.pool(x))
 

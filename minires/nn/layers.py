@@ -104,9 +104,11 @@ class BatchNorm2d(Module):
         self.register_buffer("running_mean", np.zeros(self.num_features, dtype=dtype))
         self.register_buffer("running_var", np.ones(self.num_features, dtype=dtype))
 
-    def forward(self, x):
-        return F.batch_norm(x, self.gamma, self.beta, self.running_mean, self.running_var,
-                            self.training, self.momentum, self.eps)
+    def forward(self, x, relu: bool = False):
+        # relu=True: relu(bn(x)) as one fused node (F.batch_norm_relu), a memory pass less
+        norm = F.batch_norm_relu if relu else F.batch_norm
+        return norm(x, self.gamma, self.beta, self.running_mean, self.running_var,
+                    self.training, self.momentum, self.eps)
 
     def extra_repr(self) -> str:
         return f"{self.num_features}, momentum={self.momentum}, eps={self.eps}"

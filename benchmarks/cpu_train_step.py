@@ -1,0 +1,269 @@
+"""Full training-step CPU benchmark: minires ResNet-20/56 against the same network in PyTorch.
+
+One step = forward, softmax cross-entropy, backward, SGD update (momentum 0.9, weight decay
+1e-4), batch 128, float32, option-A shortcuts, ``share="none"`` and ``share="block"`` (in
+PyTorch the sharing is ``block.conv2.weight = block.conv1.weight``, the same Parameter). Both
+models start from the same weights (copied from minires) and see the same batch; the first
+step's losses are compared as a sanity check. Steps alternate minires / torch; medians over
+repeats; the ratio minires / torch is the figure of merit.
+
+    python benchmarks/cpu_train_step.py --quick            # ResNet-20 only, about a minute
+    python benchmarks/cpu_train_step.py                    # ResNet-20 and ResNet-56
+    python benchmarks/cpu_train_step.py --profile          # + per-op breakdown and cProfile
+
+``--profile`` adds, for ResNet-20 unshared: minires time per Function class (forward and
+backward) and per optimizer step, PyTorch's ``torch.profiler`` self-CPU time per op, both from
+the same process, and the top of a cProfile of the minires step.
+"""
+from __future__ import annotations
+
+import argparse
+import cProfile
+import io
+import pstats
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from cpu_common import (environment, interleaved, print_table, save_json,  # noqa: E402
+                        setup_threads, summarize)
+
+
+def torch_resnet(torch, depth, share, num_classes=10):
+    """The CIFAR ResNet of minires.models.resnet in PyTorch (option-A shortcuts)."""
+    nn = torch.nn
+
+    class Block(nn.Module):
+        def __init__(self, cin, cout, stride, share_convs):
+            super().__init__()
+            self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+            self.bn1 = nn.BatchNorm2d(cout)
+            self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+            self.bn2 = nn.BatchNorm2d(cout)
+            if share_convs:
+                self.conv2.weight = self.conv1.weight
+            self.stride, self.extra = stride, cout - cin
+
+        def forward(self, x):
+            h = torch.relu(self.bn1(self.conv1(x)))
+            y = self.bn2(self.conv2(h))
+            s = x
+            if self.stride > 1:
+                s = s[:, :, ::self.stride, ::self.stride]
+            if self.extra:
+                before = self.extra // 2
+                s = nn.functional.pad(s, (0, 0, 0, 0, before, self.extra - before))
+            return torch.relu(y + s)
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            n = (depth - 2) // 6
+            self.conv1 = nn.Conv2d(3, 16, 3, 1, 1, bias=False)
+            self.bn1 = nn.BatchNorm2d(16)
+            stages, cin = [], 16
+            for i, cout in enumerate((16, 32, 64)):
+                blocks = []
+                for j in range(n):
+                    stride = 2 if (i > 0 and j == 0) else 1
+                    same = cin == cout and stride == 1
+                    blocks.append(Block(cin, cout, stride, share == "block" and same))
+                    cin = cout
+                stages.append(nn.Sequential(*blocks))
+            self.stage1, self.stage2, self.stage3 = stages
+            self.fc = nn.Linear(64, num_classes)
+
+        def forward(self, x):
+            x = torch.relu(self.bn1(self.conv1(x)))
+            x = self.stage3(self.stage2(self.stage1(x)))
+            return self.fc(x.mean(dim=(2, 3)))
+
+    return Net()
+
+
+def copy_weights(torch, model, net):
+    """Load minires ``model``'s parameters and buffers into the PyTorch ``net``."""
+    state = {}
+    for name, p in list(model.named_parameters()) + list(model.named_buffers()):
+        tname = name.replace(".gamma", ".weight").replace(".beta", ".bias")
+        state[tname] = torch.from_numpy(np.array(getattr(p, "data", p)))
+    missing = net.load_state_dict(state, strict=False)
+    # A shared conv2.weight is listed once by minires and reached through conv1 in torch.
+    left = [k for k in missing.missing_keys if not k.endswith("num_batches_tracked")
+            and not k.endswith("conv2.weight")]
+    if left or missing.unexpected_keys:
+        raise RuntimeError(f"weight copy mismatch: missing {left}, unexpected "
+                           f"{missing.unexpected_keys}")
+
+
+def make_pair(torch, depth, share, batch, seed=0):
+    """Matching minires and torch training steps (callables) on one fixed batch."""
+    import minires.functions as F
+    from minires.models import resnet
+    from minires.optim import SGD
+
+    model = resnet(depth=depth, num_classes=10, share=share, shortcut="A", seed=seed)
+    model.train()
+    opt = SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
+    net = torch_resnet(torch, depth, share)
+    copy_weights(torch, model, net)
+    net.train()
+    topt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((batch, 3, 32, 32), dtype=np.float32)
+    labels = rng.integers(0, 10, batch)
+    tx, tlabels = torch.from_numpy(x), torch.from_numpy(labels)
+    losses = {}
+
+    def minires_step():
+        opt.zero_grad()
+        loss = F.softmax_cross_entropy(model(x), labels)
+        loss.backward()
+        opt.step()
+        losses.setdefault("minires", float(loss.item()))
+
+    def torch_step():
+        topt.zero_grad(set_to_none=True)
+        loss = torch.nn.functional.cross_entropy(net(tx), tlabels)
+        loss.backward()
+        topt.step()
+        losses.setdefault("torch", float(loss.item()))
+
+    n_params = (sum(int(np.prod(p.shape)) for p in model.parameters()),
+                sum(p.numel() for p in net.parameters()))
+    return minires_step, torch_step, losses, n_params
+
+
+def breakdown(torch, minires_step, torch_step, steps=3):
+    """Per-op time of each side over ``steps`` steps: minires by Function class and direction
+    (wall time inside forward/backward), torch by profiler op (self CPU time)."""
+    from minires.autograd import Function
+    from minires.optim import SGD
+
+    totals = defaultdict(float)
+    patched = []
+    depth = [0]  # only the outermost call counts (BatchNormReLU.forward calls BatchNorm's)
+
+    def wrap(cls, meth):
+        original = cls.__dict__[meth]
+
+        def timed(self, *args):
+            depth[0] += 1
+            t0 = time.perf_counter()
+            try:
+                return original(self, *args)
+            finally:
+                depth[0] -= 1
+                if depth[0] == 0:
+                    totals[f"{type(self).__name__}.{meth}"] += time.perf_counter() - t0
+        setattr(cls, meth, timed)
+        patched.append((cls, meth, original))
+
+    def subclasses(cls):
+        for sub in cls.__subclasses__():
+            yield sub
+            yield from subclasses(sub)
+    for cls in set(subclasses(Function)):
+        for meth in ("forward", "backward"):
+            if meth in cls.__dict__:
+                wrap(cls, meth)
+    wrap(SGD, "step")
+    try:
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            minires_step()
+        total = time.perf_counter() - t0
+    finally:
+        for cls, meth, original in patched:
+            setattr(cls, meth, original)
+    minires_rows = sorted(((k, v / steps * 1e3) for k, v in totals.items()), key=lambda r: -r[1])
+    minires_rows.append(("(everything else: engine, graph, numpy glue)",
+                         (total - sum(totals.values())) / steps * 1e3))
+
+    from torch.profiler import ProfilerActivity, profile
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(steps):
+            torch_step()
+    events = prof.key_averages()
+    torch_rows = sorted(((e.key, e.self_cpu_time_total / 1e3 / steps) for e in events),
+                        key=lambda r: -r[1])
+    return minires_rows, total / steps * 1e3, torch_rows
+
+
+def cprofile_top(step, steps=3, top=25) -> str:
+    prof = cProfile.Profile()
+    prof.enable()
+    for _ in range(steps):
+        step()
+    prof.disable()
+    out = io.StringIO()
+    pstats.Stats(prof, stream=out).sort_stats("tottime").print_stats(top)
+    return out.getvalue()
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="ResNet-20 only, few repeats")
+    parser.add_argument("--repeats", type=int, default=None)
+    parser.add_argument("--depths", default=None, help="comma-separated (default 20,56)")
+    parser.add_argument("--shares", default="none,block")
+    parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--lead-in", type=float, default=0.05,
+                        help="seconds of untimed steps before each timed one (at least one "
+                             "step; absorbs the spinning of the other side's threads)")
+    parser.add_argument("--json", default=None)
+    args = parser.parse_args(argv)
+    torch = setup_threads(args.threads)
+    depths = [int(d) for d in (args.depths or ("20" if args.quick else "20,56")).split(",")]
+    repeats = args.repeats or (5 if args.quick else 11)
+    rows, extra = [], {}
+    for depth in depths:
+        for share in args.shares.split(","):
+            m_step, t_step, losses, n_params = make_pair(torch, depth, share, args.batch)
+            times = interleaved({"minires": m_step, "torch": t_step}, repeats, warmup=2,
+                                lead_in=args.lead_in)
+            row = summarize("train step", f"ResNet-{depth} share={share}", times)
+            row.update(params_minires=n_params[0], params_torch=n_params[1],
+                       first_loss_minires=round(losses["minires"], 5),
+                       first_loss_torch=round(losses["torch"], 5))
+            rows.append(row)
+            print(f"# {row['case']}: minires {row['minires_ms']} ms, torch {row['torch_ms']} "
+                  f"ms, ratio {row['minires/torch']} (first loss {row['first_loss_minires']} vs "
+                  f"{row['first_loss_torch']})", flush=True)
+            if args.profile and depth == depths[0] and share == "none":
+                m_rows, m_total, t_rows = breakdown(torch, m_step, t_step)
+                extra["breakdown"] = {"minires_total_ms": m_total, "minires": m_rows,
+                                      "torch": t_rows[:25]}
+                extra["cprofile"] = cprofile_top(m_step)
+    env = environment()
+    print(f"# minires vs torch, training step, batch {args.batch}, float32, {repeats} repeats; "
+          f"threads: minires {env['minires_threads']}, torch {env['torch_threads']}, "
+          f"numba {env['numba_get_num_threads']}, OpenBLAS {env['openblas_threads']}; "
+          f"lead-in {args.lead_in} s; {env['cpu_model']}; load {env['load_average']}")
+    print_table(rows, ["case", "minires_ms", "torch_ms", "minires/torch", "params_minires",
+                       "params_torch"])
+    if "breakdown" in extra:
+        b = extra["breakdown"]
+        print(f"\n# minires per-op breakdown (ResNet-{depths[0]}, ms per step; total "
+              f"{b['minires_total_ms']:.1f})")
+        for name, ms in b["minires"]:
+            print(f"  {ms:8.2f}  {name}")
+        print("\n# torch per-op self CPU time (ms per step)")
+        for name, ms in b["torch"]:
+            print(f"  {ms:8.2f}  {name}")
+        print("\n# cProfile of the minires step (3 steps, by own time)")
+        print(extra["cprofile"])
+    path = save_json("cpu_train_step", {"environment": env, "batch": args.batch,
+                                        "repeats": repeats, "lead_in": args.lead_in,
+                                        "rows": rows, **extra}, args.json)
+    print(f"# saved {path}")
+
+
+if __name__ == "__main__":
+    main()
