@@ -20,52 +20,9 @@ import time
 import h5py
 import numpy as np
 import torch
-import torch.nn as nn
 import torch.nn.functional as tF
 
-
-class Block(nn.Module):
-    def __init__(self, cin, cout, stride, shared):
-        super().__init__()
-        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(cout)
-        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(cout)
-        if shared and cin == cout and stride == 1:
-            self.conv2.weight = self.conv1.weight
-        self.pad = cout - cin
-        self.stride = stride
-
-    def forward(self, x):
-        h = tF.relu(self.bn1(self.conv1(x)))
-        h = self.bn2(self.conv2(h))
-        s = x
-        if self.stride != 1 or self.pad:
-            s = x[:, :, ::self.stride, ::self.stride]
-            s = tF.pad(s, (0, 0, 0, 0, self.pad // 2, self.pad - self.pad // 2))
-        return tF.relu(h + s)
-
-
-class ResNet(nn.Module):
-    def __init__(self, depth, num_classes, shared):
-        super().__init__()
-        n = (depth - 2) // 6
-        self.conv = nn.Conv2d(3, 16, 3, 1, 1, bias=False)
-        self.bn = nn.BatchNorm2d(16)
-        layers, cin = [], 16
-        for i, cout in enumerate((16, 32, 64)):
-            for j in range(n):
-                layers.append(Block(cin, cout, 2 if (i > 0 and j == 0) else 1, shared))
-                cin = cout
-        self.layers = nn.Sequential(*layers)
-        self.fc = nn.Linear(64, num_classes)
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-
-    def forward(self, x):
-        x = self.layers(tF.relu(self.bn(self.conv(x))))
-        return self.fc(x.mean(dim=(2, 3)))
+from torch_resnet import torch_resnet
 
 
 def augment(images, rng):
@@ -110,7 +67,7 @@ def main():
             torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
 
     num_classes = int(max(train_y.max(), test_y.max()) + 1)
-    model = ResNet(args.depth, num_classes, args.shared)
+    model = torch_resnet(torch, args.depth, "block" if args.shared else "none", num_classes)
     params = list(model.parameters())  # torch de-duplicates shared parameters too
     opt = torch.optim.SGD(params, lr=args.lr, momentum=0.9, weight_decay=1e-4)
     milestones = [int(args.epochs * 0.5), int(args.epochs * 0.75)]

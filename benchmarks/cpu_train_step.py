@@ -31,58 +31,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from cpu_common import (environment, interleaved, print_table, save_json,  # noqa: E402
                         setup_threads, summarize)
-
-
-def torch_resnet(torch, depth, share, num_classes=10):
-    """The CIFAR ResNet of minires.models.resnet in PyTorch (option-A shortcuts)."""
-    nn = torch.nn
-
-    class Block(nn.Module):
-        def __init__(self, cin, cout, stride, share_convs):
-            super().__init__()
-            self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
-            self.bn1 = nn.BatchNorm2d(cout)
-            self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
-            self.bn2 = nn.BatchNorm2d(cout)
-            if share_convs:
-                self.conv2.weight = self.conv1.weight
-            self.stride, self.extra = stride, cout - cin
-
-        def forward(self, x):
-            h = torch.relu(self.bn1(self.conv1(x)))
-            y = self.bn2(self.conv2(h))
-            s = x
-            if self.stride > 1:
-                s = s[:, :, ::self.stride, ::self.stride]
-            if self.extra:
-                before = self.extra // 2
-                s = nn.functional.pad(s, (0, 0, 0, 0, before, self.extra - before))
-            return torch.relu(y + s)
-
-    class Net(nn.Module):
-        def __init__(self):
-            super().__init__()
-            n = (depth - 2) // 6
-            self.conv1 = nn.Conv2d(3, 16, 3, 1, 1, bias=False)
-            self.bn1 = nn.BatchNorm2d(16)
-            stages, cin = [], 16
-            for i, cout in enumerate((16, 32, 64)):
-                blocks = []
-                for j in range(n):
-                    stride = 2 if (i > 0 and j == 0) else 1
-                    same = cin == cout and stride == 1
-                    blocks.append(Block(cin, cout, stride, share == "block" and same))
-                    cin = cout
-                stages.append(nn.Sequential(*blocks))
-            self.stage1, self.stage2, self.stage3 = stages
-            self.fc = nn.Linear(64, num_classes)
-
-        def forward(self, x):
-            x = torch.relu(self.bn1(self.conv1(x)))
-            x = self.stage3(self.stage2(self.stage1(x)))
-            return self.fc(x.mean(dim=(2, 3)))
-
-    return Net()
+from torch_resnet import torch_resnet  # noqa: E402
 
 
 def copy_weights(torch, model, net):

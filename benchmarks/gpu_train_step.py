@@ -40,6 +40,9 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from torch_resnet import torch_resnet  # noqa: E402,F401  (also used by tests/test_cuda_host.py)
+
 NUM_CLASSES = 10
 IMAGE_SIZE = 32
 
@@ -141,65 +144,13 @@ def bench_minires(cp, depth: int, share: str, batch_size: int, warmup: int, step
 
 # -- PyTorch -------------------------------------------------------------------------------------
 
-def torch_resnet(torch, depth: int, share: str):
-    """The same CIFAR ResNet as minires.models.resnet in PyTorch: option-A shortcuts, and with
-    ``share="block"`` conv2 applies conv1's weight wherever the two have the same shape."""
-    nn, TF = torch.nn, torch.nn.functional
-
-    class Block(nn.Module):
-        def __init__(self, cin, cout, stride):
-            super().__init__()
-            self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
-            self.bn1 = nn.BatchNorm2d(cout)
-            self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
-            self.bn2 = nn.BatchNorm2d(cout)
-            self.same = cin == cout and stride == 1
-            if share == "block" and self.same:
-                self.conv2.weight = self.conv1.weight  # one Parameter, two uses
-            self.cin, self.cout, self.stride = cin, cout, stride
-
-        def forward(self, x):
-            h = TF.relu(self.bn1(self.conv1(x)))
-            y = self.bn2(self.conv2(h))
-            if self.same:
-                shortcut = x
-            else:
-                extra = self.cout - self.cin
-                shortcut = TF.pad(x[:, :, ::self.stride, ::self.stride],
-                                  (0, 0, 0, 0, extra // 2, extra - extra // 2))
-            return TF.relu(y + shortcut)
-
-    class ResNet(nn.Module):
-        def __init__(self):
-            super().__init__()
-            n = (depth - 2) // 6
-            self.conv1 = nn.Conv2d(3, 16, 3, 1, 1, bias=False)
-            self.bn1 = nn.BatchNorm2d(16)
-            blocks, cin = [], 16
-            for cout, stride in ((16, 1), (32, 2), (64, 2)):
-                for i in range(n):
-                    blocks.append(Block(cin, cout, stride if i == 0 else 1))
-                    cin = cout
-            self.blocks = nn.Sequential(*blocks)
-            self.fc = nn.Linear(64, NUM_CLASSES)
-            for m in self.modules():
-                if isinstance(m, nn.Conv2d):
-                    nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-
-        def forward(self, x):
-            x = self.blocks(TF.relu(self.bn1(self.conv1(x))))
-            return self.fc(x.mean(dim=(2, 3)))
-
-    return ResNet()
-
-
 def bench_torch(torch, depth: int, share: str, batch_size: int, warmup: int, steps: int) -> dict:
     torch.backends.cudnn.benchmark = True
     torch.backends.cudnn.allow_tf32 = False
     torch.backends.cuda.matmul.allow_tf32 = False
     device = torch.device("cuda")
     torch.manual_seed(0)
-    model = torch_resnet(torch, depth, share).to(device)
+    model = torch_resnet(torch, depth, share, NUM_CLASSES).to(device)
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
     x_host, y_host = _batch(batch_size)
     x, y = torch.from_numpy(x_host).to(device), torch.from_numpy(y_host).to(device)

@@ -18,22 +18,7 @@ from minires.gradcheck import GradcheckCase
 from minires.cli.main import cli
 from minires.train import METRIC_COLUMNS
 
-_DATASETS = {}
-_load_dataset = minires.data.load_dataset
-
-
-def _cached_load_dataset(name, data_dir=None, subset=None, seed=0):
-    """Generating the embedded set takes seconds: do it once per seed for this file."""
-    if name != "embedded":
-        return _load_dataset(name, data_dir=data_dir, subset=subset, seed=seed)
-    if seed not in _DATASETS:
-        _DATASETS[seed] = _load_dataset(name, seed=seed)
-    return _DATASETS[seed].subset(subset)
-
-
-@pytest.fixture(autouse=True)
-def generate_embedded_once(monkeypatch):
-    monkeypatch.setattr(minires.data, "load_dataset", _cached_load_dataset)
+pytestmark = pytest.mark.usefixtures("embedded_generated_once")
 
 
 TINY = ["--depth", "8", "--subset", "64", "--test-subset", "32", "-b", "32", "--lr", "0.05",
@@ -41,13 +26,11 @@ TINY = ["--depth", "8", "--subset", "64", "--test-subset", "32", "-b", "32", "--
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
+def run(tmp_path_factory, embedded_generated_once):
     """One tiny training run through the CLI, shared by the tests that read its output."""
     run_dir = tmp_path_factory.mktemp("cli") / "run"
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(minires.data, "load_dataset", _cached_load_dataset)
-        result = CliRunner().invoke(cli, ["train", *TINY, "--epochs", "2", "--shared",
-                                          "-o", str(run_dir)])
+    result = CliRunner().invoke(cli, ["train", *TINY, "--epochs", "2", "--shared",
+                                      "-o", str(run_dir)])
     return run_dir, result
 
 

@@ -5,27 +5,11 @@ import json
 import numpy as np
 import pytest
 
-import minires.data
 from minires.checkpoint import load_checkpoint
 from minires.errors import DataError, TrainingError
 from minires.train import METRIC_COLUMNS, TrainConfig, merge_resume_config, train
 
-_DATASETS = {}
-_load_dataset = minires.data.load_dataset
-
-
-def _cached_load_dataset(name, data_dir=None, subset=None, seed=0):
-    """Generating the embedded set takes seconds: do it once per seed for this file."""
-    if name != "embedded":
-        return _load_dataset(name, data_dir=data_dir, subset=subset, seed=seed)
-    if seed not in _DATASETS:
-        _DATASETS[seed] = _load_dataset(name, seed=seed)
-    return _DATASETS[seed].subset(subset)
-
-
-@pytest.fixture(autouse=True)
-def generate_embedded_once(monkeypatch):
-    monkeypatch.setattr(minires.data, "load_dataset", _cached_load_dataset)
+pytestmark = pytest.mark.usefixtures("embedded_generated_once")
 
 
 def tiny(run_dir, **overrides):
@@ -48,12 +32,9 @@ def _read_jsonl(path):
 
 
 @pytest.fixture(scope="module")
-def uninterrupted(tmp_path_factory):
+def uninterrupted(tmp_path_factory, embedded_generated_once):
     run_dir = tmp_path_factory.mktemp("uninterrupted")
-    with pytest.MonkeyPatch.context() as mp:  # module scope: the autouse fixture is not active
-        mp.setattr(minires.data, "load_dataset", _cached_load_dataset)
-        result = train(tiny(run_dir))
-    return run_dir, result
+    return run_dir, train(tiny(run_dir))
 
 
 def test_run_directory_files(uninterrupted):
