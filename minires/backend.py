@@ -44,19 +44,24 @@ def get_cupy():
 
 
 def get_array_module(*arrays):
-    """Return ``cupy`` if any argument is a CuPy array (or a Tensor holding one), else ``numpy``.
-
-    Looks at ``.data`` first so that Tensors can be passed directly.
-    """
+    """Return ``cupy`` if any argument is a CuPy array (or a Tensor holding one), else ``numpy``."""
     for a in arrays:
-        a = getattr(a, "data", a)
-        if type(a).__module__.startswith("cupy"):
+        if is_cuda_array(a):
             return _cupy_or_none() or np
     return np
 
 
+def _is_cupy_object(a) -> bool:
+    return type(a).__module__.startswith("cupy")
+
+
 def is_cuda_array(a) -> bool:
-    return type(getattr(a, "data", a)).__module__.startswith("cupy")
+    """True for a CuPy array, or a Tensor holding one."""
+    if isinstance(a, np.ndarray) or _is_cupy_object(a):
+        return _is_cupy_object(a)
+    # A Tensor keeps its array in .data; only look there for objects that are not arrays
+    # themselves (an ndarray's own .data is its raw buffer).
+    return _is_cupy_object(getattr(a, "data", None))
 
 
 def resolve_device(device: str) -> str:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import heapq
 
 from minires.autograd.config import config
+from minires.autograd.tensor import unwrap
 
 
 def accumulate(current, g):
@@ -43,8 +44,6 @@ def backward(root, gy=None) -> None:
     if gy is None:
         gy = xp.ones_like(root.data)
     else:
-        from minires.autograd.tensor import unwrap
-        # unwrap, not getattr(gy, "data"): an array's .data is its buffer (a CuPy MemoryPointer)
         gy = xp.asarray(unwrap(gy), dtype=root.data.dtype)
         if gy.shape != root.shape:
             raise ValueError(f"backward: gradient shape {gy.shape} differs from the tensor's "
