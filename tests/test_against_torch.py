@@ -67,3 +67,41 @@ def test_shared_weight_block():
     _compare(ours, theirs, [rng.standard_normal((2, C, 5, 5)), rng.standard_normal((C, C, 3, 3)),
                             rng.standard_normal(C), rng.standard_normal(C),
                             rng.standard_normal(C), rng.standard_normal(C)])
+
+
+@pytest.mark.parametrize("share", ["none", "block"])
+def test_resnet_training_steps_track_pytorch(share):
+    """Whole ResNet-8, same weights and batches, SGD with momentum and weight decay: losses and
+    weights stay equal step after step (the shared weight gets both uses' gradients, once)."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from torch_resnet import torch_resnet
+
+    from minires import models, optim
+
+    model = models.resnet(depth=8, share=share, seed=0, dtype=np.float64)
+    net = torch_resnet(torch, 8, share).double()
+    state = {name.replace(".gamma", ".weight").replace(".beta", ".bias"):
+             torch.from_numpy(np.array(getattr(value, "data", value)))
+             for name, value in [*model.named_parameters(), *model.named_buffers()]}
+    net.load_state_dict(state, strict=False)  # a shared conv2.weight is conv1's in both
+    opt = optim.SGD(list(model.parameters()), lr=0.1, momentum=0.9, weight_decay=1e-4)
+    topt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
+    for _ in range(3):
+        x, y = rng.standard_normal((8, 3, 32, 32)), rng.integers(0, 10, 8)
+        opt.zero_grad()
+        loss = F.softmax_cross_entropy(model(minires.Tensor(x)), y)
+        loss.backward()
+        opt.step()
+        topt.zero_grad()
+        tloss = tF.cross_entropy(net(torch.tensor(x)), torch.tensor(y))
+        tloss.backward()
+        topt.step()
+        assert loss.item() == pytest.approx(tloss.item(), rel=1e-10)
+    block = model.stage1[0]
+    assert (block.conv1.weight is block.conv2.weight) == (share == "block")
+    np.testing.assert_allclose(block.conv1.weight.data,
+                               net.stage1[0].conv1.weight.detach().numpy(), rtol=1e-10,
+                               atol=1e-12)
