@@ -41,10 +41,6 @@ def split_decay(model) -> tuple:
     return [p for p in params if p.ndim > 1], [p for p in params if p.ndim <= 1]
 
 
-#: The same split under the other name the training code may use.
-decay_groups = split_decay
-
-
 class SGD:
     """SGD with (Nesterov) momentum and L2 weight decay, PyTorch's semantics.
 
