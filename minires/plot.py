@@ -44,6 +44,17 @@ def run_label(config: dict, run_dir) -> str:
     return f"{name} {'unshared' if share == 'none' else f'shared ({share})'}"
 
 
+def run_labels(runs) -> list:
+    """One legend label per ``(run_dir, config)``, made distinct: runs that share the short
+    label get their seed added, and, if that is not enough, their directory name."""
+    labels = [run_label(config, run_dir) for run_dir, config in runs]
+    for extra in (lambda run_dir, config: f"seed {config.get('seed', '?')}",
+                  lambda run_dir, config: os.path.basename(os.path.normpath(os.fspath(run_dir)))):
+        labels = [f"{label}, {extra(*run)}" if labels.count(label) > 1 else label
+                  for label, run in zip(labels, runs)]
+    return labels
+
+
 def plot_runs(run_dirs, out_path, metric: str = "error", title: str | None = None) -> str:
     """Draw the train and test curves of one or more runs per epoch into a PNG file.
 
@@ -72,12 +83,12 @@ def plot_runs(run_dirs, out_path, metric: str = "error", title: str | None = Non
     FigureCanvasAgg(figure)
     axes = figure.add_subplot()
     scale = 100.0 if metric == "error" else 1.0
-    for i, (run_dir, config, rows) in enumerate(runs):
+    labels = run_labels([(run_dir, config) for run_dir, config, _ in runs])
+    for i, ((run_dir, config, rows), label) in enumerate(zip(runs, labels)):
         if not rows:
             raise DataError(f"{run_dir} has no completed epoch to plot")
         color = f"C{i % 10}"
         epochs = [row["epoch"] for row in rows]
-        label = run_label(config, run_dir)
         axes.plot(epochs, [row[f"test_{metric}"] * scale for row in rows], color=color,
                   linestyle="-", label=f"{label} test")
         axes.plot(epochs, [row[f"train_{metric}"] * scale for row in rows], color=color,

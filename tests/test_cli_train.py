@@ -203,3 +203,15 @@ def test_console_script_runs_in_a_subprocess(run):
                           env={**os.environ, "MINIRES_EVAL_TEST_SUBSET": "16"})
     assert done.returncode == 0, done.stderr
     assert "(16 images, cpu)" in done.stdout and "test error" in done.stdout
+
+
+def test_plot_labels_tell_apart_runs_that_differ_only_by_seed():
+    from minires.plot import run_labels
+
+    shared = {"arch": "resnet", "depth": 20, "share": "block"}
+    runs = [("runs/a", {**shared, "seed": 0}), ("runs/b", {**shared, "seed": 1}),
+            ("runs/c", {**shared, "seed": 1}), ("runs/d", {**shared, "share": "none"})]
+    assert run_labels(runs) == ["resnet20 shared (block), seed 0",
+                                "resnet20 shared (block), seed 1, b",
+                                "resnet20 shared (block), seed 1, c",
+                                "resnet20 unshared"]
