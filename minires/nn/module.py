@@ -164,11 +164,7 @@ class Module:
 
     def named_modules(self):
         """``(name, module)`` for this module (name ``""``) and all sub-modules, each once."""
-        seen = set()
-        for name, module in self._walk():
-            if id(module) not in seen:
-                seen.add(id(module))
-                yield name, module
+        return _first_by_identity(self._walk())
 
     def modules(self):
         for _, module in self.named_modules():
@@ -194,11 +190,7 @@ class Module:
         twice would apply momentum and weight decay twice) and stored once (``state_dict``).
         :meth:`parameter_uses` keeps the other names for whoever needs them.
         """
-        seen = set()
-        for name, param in self._all_named("_parameters"):
-            if id(param) not in seen:
-                seen.add(id(param))
-                yield name, param
+        return _first_by_identity(self._all_named("_parameters"))
 
     def parameters(self):
         """Every unique Parameter once (see :meth:`named_parameters`)."""
@@ -231,11 +223,7 @@ class Module:
     # -- buffers -------------------------------------------------------------------------
     def named_buffers(self):
         """``(name, array)`` for every unique buffer (by identity), in definition order."""
-        seen = set()
-        for name, array in self._all_named("_buffers"):
-            if id(array) not in seen:
-                seen.add(id(array))
-                yield name, array
+        return _first_by_identity(self._all_named("_buffers"))
 
     def buffers(self):
         for _, array in self.named_buffers():
@@ -356,3 +344,16 @@ class Module:
             return f"{type(self).__name__}({self.extra_repr()})"
         head = f"{type(self).__name__}({self.extra_repr()}"
         return head + "\n  " + "\n  ".join(lines) + "\n)"
+
+
+def _first_by_identity(named):
+    """Yield ``(name, obj)`` from ``named`` for the first occurrence of each object only.
+
+    Uniqueness is by identity (``id``), never by value or by name: this is where a shared
+    Parameter, reachable under two names, becomes one entry.
+    """
+    seen = set()
+    for name, obj in named:
+        if id(obj) not in seen:
+            seen.add(id(obj))
+            yield name, obj
