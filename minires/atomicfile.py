@@ -52,8 +52,9 @@ class AtomicFile:
     def __exit__(self, exc_type, exc, tb):
         if exc_type is None:
             self.commit()
-        else:
-            self.discard()
+            return False
+        self.discard()
+        self._name_destination(exc)
         return False
 
     def commit(self) -> None:
@@ -62,14 +63,20 @@ class AtomicFile:
             with open(self.tmp, "rb") as f:
                 os.fsync(f.fileno())  # the data is on disk before the name points at it
             os.replace(self.tmp, self.path)
-        except BaseException:
+        except BaseException as exc:
             self.discard()
+            self._name_destination(exc)
             raise
         _fsync_folder(self.path.parent)
 
     def discard(self) -> None:
         """Remove the temporary file (if it was created); the destination is untouched."""
         self.tmp.unlink(missing_ok=True)
+
+    def _name_destination(self, exc) -> None:
+        # A failed write (a full disk) names no file: say which one could not be written.
+        if isinstance(exc, OSError) and exc.errno is not None and exc.filename is None:
+            raise OSError(exc.errno, f"{exc.strerror} writing", os.fspath(self.path)) from exc
 
 
 def write_bytes(path, data: bytes) -> None:

@@ -53,7 +53,7 @@ def test_a_full_disk_reported_by_fsync_keeps_the_old_file(tmp_path, monkeypatch)
     monkeypatch.setattr(atomicfile.os, "fsync", full)
     with pytest.raises(OSError) as info:
         write_bytes(target, b"new content")
-    assert info.value.errno == errno.ENOSPC
+    assert info.value.errno == errno.ENOSPC and info.value.filename == str(target)
     assert target.read_bytes() == b"good"
     assert _names(tmp_path) == ["last.h5"]
 
@@ -76,6 +76,6 @@ def test_a_real_full_disk_keeps_the_old_file(small_disk):
     write_bytes(target, b"good" * 1000)
     with pytest.raises(OSError) as info:
         write_bytes(target, b"x" * (2 << 20))
-    assert info.value.errno == errno.ENOSPC
+    assert info.value.errno == errno.ENOSPC and info.value.filename == str(target)
     assert target.read_bytes() == b"good" * 1000
     assert _names(small_disk) == ["last.h5"]
