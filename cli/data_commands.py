@@ -1,40 +1,15 @@
 """Dataset commands: ``minires prepare`` and ``minires info``."""
 from __future__ import annotations
 
-import sys
 import warnings
 from pathlib import Path
 
 import click
 
 from minires.cli.errors import reports_errors
+from minires.cli.progress import progress_bars, progress_option
 from minires.data import DATASETS, ChecksumWarning, describe_store
 from minires.data import prepare as prepare_dataset
-
-
-class _ProgressBars:
-    """Adapts the library's ``progress(label, done, total)`` to click progress bars on stderr,
-    one bar per stage (download, checksum, conversion)."""
-
-    def __init__(self):
-        self.label = None
-        self.bar = None
-        self.done = 0
-
-    def __call__(self, label, done, total):
-        if label != self.label:
-            self.close()
-            self.label, self.done = label, 0
-            self.bar = click.progressbar(length=total, label=label, file=sys.stderr,
-                                         show_pos=total is not None and total < 10_000)
-            self.bar.__enter__()
-        self.bar.update(done - self.done)
-        self.done = done
-
-    def close(self):
-        if self.bar is not None:
-            self.bar.__exit__(None, None, None)
-            self.bar = None
 
 
 @click.command()
@@ -53,17 +28,14 @@ class _ProgressBars:
 @click.option("--wnids", type=click.Path(dir_okay=False, path_type=Path),
               help="ImageNet: the devkit's map_clsloc.txt (or one wnid per line) to store class "
                    "ids and names.")
-@click.option("--progress/--no-progress", default=None,
-              help="Progress bars on stderr  [default: when stderr is a terminal]")
+@progress_option
 @reports_errors
 def prepare(dataset, sources, data_dir, allow_checksum_mismatch, wnids, progress):
     """Convert DATASET's official archive once into DATA_DIR/DATASET.h5.
 
     DATASET is one of cifar10, cifar100, imagenet16, imagenet32, imagenet64.
     """
-    if progress is None:
-        progress = sys.stderr.isatty()
-    bars = _ProgressBars() if progress else None
+    bars = progress_bars(progress)
     source = list(sources) if dataset.startswith("imagenet") else \
         (list(sources) if len(sources) > 1 else (sources[0] if sources else None))
     with warnings.catch_warnings(record=True) as caught:

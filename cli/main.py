@@ -9,6 +9,7 @@ from __future__ import annotations
 import click
 
 from minires import __version__
+from minires.cli import data_commands, inspect_commands, model_commands, train_commands
 
 CONTEXT_SETTINGS = {"auto_envvar_prefix": "MINIRES", "show_default": True,
                     "help_option_names": ["-h", "--help"]}
@@ -20,13 +21,6 @@ def cli():
     """minires: ResNets with shared convolution weights, on a from-scratch autograd engine."""
 
 
-def _register():
-    # Imported here so that each command module can import this one's helpers without a cycle.
-    from minires.cli import data_commands, model_commands, train_commands
-
-    for module in (data_commands, model_commands, train_commands):
-        for command in module.COMMANDS:
-            cli.add_command(command)
-
-
-_register()
+for module in (data_commands, model_commands, train_commands, inspect_commands):
+    for command in module.COMMANDS:
+        cli.add_command(command)

@@ -1,43 +1,46 @@
 """Checkpoints: a model, its optimizer and the training state in one HDF5 file.
 
-Layout of a checkpoint (format version 1)::
+Layout of a checkpoint (format version 2)::
 
     /                     attrs: format="minires-checkpoint", format_version, minires_version,
-                                 epoch, best_test_error, best_epoch, config (JSON),
-                                 model_spec (JSON), metrics (JSON list of per-epoch rows)
-    /model/state/<key>    one dataset per entry of ``model.state_dict()``: parameters and buffers.
-                          A shared weight is a single entry (stored once); its attribute
-                          ``uses`` lists every name it is reachable under, e.g.
-                          ``["stage1.0.conv1.weight", "stage1.0.conv2.weight"]``.
-    /model                attrs: aliases (JSON list of the name groups of shared parameters)
-    /optimizer            attrs: state (JSON skeleton of ``optimizer.state_dict()``, arrays
-                          replaced by ``{"__array__": i}``); datasets ``0``, ``1``... the arrays.
+                                 epoch, best_test_error (NaN: none yet), best_epoch,
+                                 config (JSON), model_spec (JSON), metrics (JSON list of rows)
+    /model/state/<key>    one dataset per entry of ``model.state_dict()``: parameters and
+                          buffers. A shared weight is ONE dataset, under its first name; its
+                          attribute ``uses`` (JSON) lists every name it is used under, e.g.
+                          ``["stage1.0.conv1.weight", "stage1.0.conv2.weight"]``. This is the
+                          only record of the sharing.
+    /optimizer            ``optimizer.state_dict()`` as HDF5 holds it natively: a nested dict
+                          is a group, an array a dataset, a number, bool or string an
+                          attribute (e.g. ``/optimizer/momentum_buffers/0``, attribute ``lr``).
+
+Every dataset carries HDF5's Fletcher-32 checksum, so flipped bits are detected on reading.
 
 Sharing is restored by rebuilding the model from ``model_spec`` (the architecture creates the
 one shared Parameter) and copying the stored values into it with ``load_state_dict``; before
-that the stored alias map is compared with the rebuilt model's, so a checkpoint of a shared
+that the stored sharing is compared with the rebuilt model's, so a checkpoint of a shared
 network cannot silently load into an unshared one (or the reverse).
 
-Files are written to a temporary name in the same directory and renamed with ``os.replace``:
-a crash or Ctrl-C while saving leaves the previous checkpoint intact.
+The file is built in memory and written with :func:`minires.atomicfile.write_bytes`: a full
+disk or Ctrl-C while saving leaves the previous checkpoint intact and no temporary file, and
+HDF5 never writes to a disk that may fill up under it.
 """
 from __future__ import annotations
 
 import json
 import os
-import secrets
 from dataclasses import dataclass, field
 
 import h5py
 import numpy as np
 
-from minires import __version__
-from minires.autograd import Tensor
-from minires.backend import to_device, to_numpy
+from minires import __version__, models
+from minires.atomicfile import write_bytes
+from minires.backend import resolve_device, to_device, to_numpy
 from minires.errors import DataError
 
 FORMAT = "minires-checkpoint"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 
 @dataclass
@@ -47,7 +50,8 @@ class Checkpoint:
     Attributes:
         state: ``model.state_dict()`` entries, name -> array.
         aliases: for each shared parameter, the sorted list of every name it is used under.
-        optimizer_state: the optimizer's ``state_dict()`` (None if none was saved).
+        optimizer_state: the optimizer's ``state_dict()`` (None if none was saved); dict keys
+            are strings (HDF5 names), numbers are Python scalars.
         epoch: number of completed epochs.
         best_test_error, best_epoch: the lowest test error so far and its epoch (None, 0 if
             no epoch was evaluated yet).
@@ -84,105 +88,57 @@ def save_checkpoint(path, model, optimizer=None, *, epoch: int, config: dict,
     Args:
         path: destination ``.h5`` file; its directory must exist.
         model: a ``minires.nn.Module``; arrays may live on the CPU or the GPU.
-        optimizer: anything with ``state_dict()`` (nested dicts/lists of arrays and scalars).
+        optimizer: anything with ``state_dict()`` (nested dicts of arrays and scalars).
         epoch: completed epochs. config, model_spec: JSON-serialisable dicts.
         best_test_error, best_epoch: best test error so far (None if none yet) and its epoch.
         metrics: per-epoch metric rows (dicts of numbers).
     Returns:
         ``path`` as a string.
     """
-    state = model.state_dict()
-    uses = {}
-    for names in model.parameter_uses().values():
-        for name in names:
-            uses[name] = sorted(names)
-
-    def write(f):
-        f.attrs["format"] = FORMAT
-        f.attrs["format_version"] = FORMAT_VERSION
-        f.attrs["minires_version"] = __version__
-        f.attrs["epoch"] = int(epoch)
-        f.attrs["best_test_error"] = np.nan if best_test_error is None else float(best_test_error)
-        f.attrs["best_epoch"] = int(best_epoch)
-        f.attrs["config"] = json.dumps(config, sort_keys=True)
-        f.attrs["model_spec"] = json.dumps(model_spec, sort_keys=True)
-        f.attrs["metrics"] = json.dumps(list(metrics or []))
-        group = f.create_group("model")
-        group.attrs["aliases"] = json.dumps(alias_groups(model))
-        states = group.create_group("state")
-        for key, value in state.items():
-            dataset = states.create_dataset(key, data=to_numpy(_array(value)))
-            if len(uses.get(key, ())) > 1:
+    uses = {first: sorted(names) for first, names in model.parameter_uses().items()
+            if len(names) > 1}
+    # An in-memory HDF5 file (the "core" driver without a backing file): HDF5 fails badly when
+    # the disk fills up under it, plain Python writes fail cleanly.
+    with h5py.File("checkpoint.h5", "w", driver="core", backing_store=False) as f:
+        f.attrs.update(format=FORMAT, format_version=FORMAT_VERSION, minires_version=__version__,
+                       epoch=int(epoch), best_epoch=int(best_epoch),
+                       best_test_error=np.nan if best_test_error is None
+                       else float(best_test_error),
+                       config=json.dumps(config, sort_keys=True),
+                       model_spec=json.dumps(model_spec, sort_keys=True),
+                       metrics=json.dumps(list(metrics or [])))
+        states = f.create_group("model/state")
+        for key, value in model.state_dict().items():
+            dataset = _create_dataset(states, key, value)
+            if key in uses:
                 dataset.attrs["uses"] = json.dumps(uses[key])
         if optimizer is not None:
-            opt = f.create_group("optimizer")
-            arrays = []
-            opt.attrs["state"] = json.dumps(_encode(optimizer.state_dict(), arrays))
-            for i, array in enumerate(arrays):
-                opt.create_dataset(str(i), data=array)
-
-    atomic_write(path, lambda tmp: _write_h5(tmp, write))
+            _write_tree(f.create_group("optimizer"), optimizer.state_dict())
+        f.flush()
+        image = f.id.get_file_image()
+    write_bytes(path, image)
     return str(path)
 
 
-def _write_h5(path, write):
-    with h5py.File(path, "w") as f:
-        write(f)
+def _create_dataset(group, name, value):
+    array = to_numpy(value)
+    if array.size == 0 or array.ndim == 0:  # no chunked layout, so no checksum, for these
+        return group.create_dataset(name, data=array)
+    # Fletcher-32 needs a chunked layout; one chunk the size of the array wastes no space.
+    return group.create_dataset(name, data=array, chunks=array.shape, fletcher32=True)
 
 
-def atomic_write(path, write) -> None:
-    """Call ``write(tmp_path)`` on a temporary file beside ``path``, then rename it to ``path``.
-
-    The temporary file is removed if ``write`` fails or is interrupted (KeyboardInterrupt too).
-    """
-    path = os.fspath(path)
-    directory, name = os.path.split(os.path.abspath(path))
-    # A fresh name in the same directory (so os.replace stays a rename on one file system),
-    # created by ``write`` itself so that the file gets the usual permissions.
-    tmp = os.path.join(directory, f".{name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    try:
-        write(tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())  # the data is on disk before the name points at it
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
-def _encode(obj, arrays: list):
-    """JSON skeleton of a nested state; arrays are appended to ``arrays`` and referenced."""
-    if isinstance(obj, Tensor):
-        obj = obj.data
-    if isinstance(obj, dict):
-        return {"__dict__": [[_key(k), _encode(v, arrays)] for k, v in obj.items()]}
-    if isinstance(obj, (list, tuple)):
-        return [_encode(v, arrays) for v in obj]
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if obj is None or isinstance(obj, (bool, int, float, str)):
-        return obj
-    if hasattr(obj, "shape") and hasattr(obj, "dtype"):  # NumPy or CuPy array
-        arrays.append(to_numpy(obj))
-        return {"__array__": len(arrays) - 1}
-    raise TypeError(f"cannot store a {type(obj).__name__} in a checkpoint")
-
-
-def _key(k):
-    if isinstance(k, (str, int)):
-        return k
-    raise TypeError(f"optimizer state keys must be str or int, got {type(k).__name__}")
-
-
-def _decode(obj, arrays):
-    if isinstance(obj, list):
-        return [_decode(v, arrays) for v in obj]
-    if isinstance(obj, dict):
-        if "__array__" in obj:
-            return arrays[obj["__array__"]]
-        return {k: _decode(v, arrays) for k, v in obj["__dict__"]}
-    return obj
+def _write_tree(group, state: dict) -> None:
+    for key, value in state.items():
+        name = str(key)
+        if isinstance(value, dict):
+            _write_tree(group.create_group(name), value)
+        elif isinstance(value, (bool, int, float, str, np.generic)):
+            group.attrs[name] = value
+        elif hasattr(value, "shape") and hasattr(value, "dtype"):  # NumPy or CuPy array
+            _create_dataset(group, name, value)
+        else:
+            raise TypeError(f"cannot store a {type(value).__name__} ({name}) in a checkpoint")
 
 
 # -- loading ---------------------------------------------------------------------------------
@@ -208,16 +164,12 @@ def load_checkpoint(path) -> Checkpoint:
         try:
             best = float(f.attrs["best_test_error"])
             states = f["model/state"]
-            state = {key: states[key][()] for key in states}
-            optimizer_state = None
-            if "optimizer" in f:
-                opt = f["optimizer"]
-                arrays = [opt[str(i)][()] for i in range(len(opt))]
-                optimizer_state = _decode(json.loads(opt.attrs["state"]), arrays)
+            aliases = sorted(sorted(json.loads(states[key].attrs["uses"]))
+                             for key in states if "uses" in states[key].attrs)
             return Checkpoint(
-                state=state,
-                aliases=json.loads(f["model"].attrs["aliases"]),
-                optimizer_state=optimizer_state,
+                state={key: states[key][()] for key in states},
+                aliases=aliases,
+                optimizer_state=_read_tree(f["optimizer"]) if "optimizer" in f else None,
                 epoch=int(f.attrs["epoch"]),
                 best_test_error=None if np.isnan(best) else best,
                 best_epoch=int(f.attrs["best_epoch"]),
@@ -225,9 +177,17 @@ def load_checkpoint(path) -> Checkpoint:
                 model_spec=json.loads(f.attrs["model_spec"]),
                 metrics=json.loads(f.attrs["metrics"]),
                 format_version=version)
-        except (KeyError, OSError, ValueError) as exc:
+        except (KeyError, OSError, ValueError, TypeError) as exc:
             raise DataError(f"{path} is an incomplete or corrupt minires checkpoint: "
                             f"{exc}") from exc
+
+
+def _read_tree(group) -> dict:
+    tree = {name: value.item() if isinstance(value, np.generic) else value
+            for name, value in group.attrs.items()}
+    for name, item in group.items():
+        tree[name] = _read_tree(item) if isinstance(item, h5py.Group) else item[()]
+    return tree
 
 
 def restore_model(model, checkpoint: Checkpoint, path="checkpoint") -> None:
@@ -244,47 +204,32 @@ def restore_model(model, checkpoint: Checkpoint, path="checkpoint") -> None:
         raise DataError(f"{path} does not match the model's architecture: missing "
                         f"{_few(missing)}, unexpected {_few(unexpected)}")
     for key, value in expected.items():
-        shape = tuple(_array(value).shape)
-        if tuple(checkpoint.state[key].shape) != shape:
+        if checkpoint.state[key].shape != value.shape:
             raise DataError(f"{path} does not match the model's architecture: {key} has shape "
-                            f"{tuple(checkpoint.state[key].shape)}, the model expects {shape}")
-    if sorted(sorted(g) for g in checkpoint.aliases) != alias_groups(model):
+                            f"{checkpoint.state[key].shape}, the model expects {value.shape}")
+    if checkpoint.aliases != alias_groups(model):
         raise DataError(f"{path} records weight sharing {checkpoint.aliases}, but the model "
                         f"shares {alias_groups(model)}")
-    device = _device_of(model)
-    state = {}
-    for key, value in expected.items():
-        array = _array(value)
-        state[key] = to_device(checkpoint.state[key].astype(array.dtype, copy=False), device)
-    model.load_state_dict(state)
+    model.load_state_dict(checkpoint.state)  # cast to each parameter's dtype and device
 
 
 def restore_optimizer(optimizer, checkpoint: Checkpoint, device: str) -> None:
     """Load the checkpoint's optimizer state (arrays moved to ``device``) into ``optimizer``."""
     if checkpoint.optimizer_state is None:
         raise DataError("the checkpoint holds no optimizer state, so the run cannot resume")
-    optimizer.load_state_dict(_to_device_tree(checkpoint.optimizer_state, device))
+    try:
+        optimizer.load_state_dict(_to_device_tree(checkpoint.optimizer_state, device))
+    except (KeyError, ValueError) as exc:
+        raise DataError(f"the checkpoint's optimizer state does not fit this model: "
+                        f"{exc}") from exc
 
 
 def _to_device_tree(obj, device):
     if isinstance(obj, dict):
         return {k: _to_device_tree(v, device) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_to_device_tree(v, device) for v in obj]
     if isinstance(obj, np.ndarray):
         return to_device(obj, device)
     return obj
-
-
-def _array(value):
-    """The array of a state entry (an array, or a Tensor holding one)."""
-    return value.data if isinstance(value, Tensor) else value
-
-
-def _device_of(model) -> str:
-    for p in model.parameters():
-        return p.device
-    return "cpu"
 
 
 def _few(names, limit=5):
@@ -296,7 +241,6 @@ def _few(names, limit=5):
 
 def build_model(model_spec: dict):
     """Build the (untrained) model a checkpoint's ``model_spec`` describes."""
-    from minires import models
     try:
         return models.create(**model_spec)
     except TypeError as exc:
@@ -315,7 +259,6 @@ def load_model(path, device: str = "cpu"):
         again, and the training configuration dict (``config["model_spec"]`` and
         ``config["checkpoint_epoch"]`` are added).
     """
-    from minires.backend import resolve_device
     checkpoint = load_checkpoint(path)
     model = build_model(checkpoint.model_spec).to(resolve_device(device))
     restore_model(model, checkpoint, path)

@@ -1,4 +1,5 @@
 """Exceptions the library raises on purpose; the CLI prints their message as ``Error: ...``."""
+from __future__ import annotations
 
 
 class MiniresError(Exception):
@@ -15,3 +16,12 @@ class ChecksumError(DataError):
 
 class TrainingError(MiniresError):
     """Training cannot go on (for example a NaN or infinite loss)."""
+
+
+class ConfigError(MiniresError, ValueError):
+    """A setting of a run is out of range. ``name`` is the setting (a ``TrainConfig`` field), or
+    None when several settings do not fit together."""
+
+    def __init__(self, name: str | None, message: str):
+        super().__init__(message)
+        self.name = name

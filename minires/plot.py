@@ -8,28 +8,20 @@ no GUI backend and no global ``pyplot`` state are involved.
 """
 from __future__ import annotations
 
-import json
+import io
 import os
 
+from minires.atomicfile import write_bytes
 from minires.errors import DataError, MiniresError
+from minires.run_dir import RunDirectory
 
 METRICS = ("error", "loss")
 
 
 def read_run(run_dir) -> tuple[dict, list]:
     """Return ``(config, metric rows)`` of a run directory (``config.json``, ``metrics.jsonl``)."""
-    run_dir = os.fspath(run_dir)
-    metrics_path = os.path.join(run_dir, "metrics.jsonl")
-    if not os.path.isfile(metrics_path):
-        raise DataError(f"{run_dir} is not a run directory: it has no metrics.jsonl")
-    with open(metrics_path, encoding="utf-8") as f:
-        rows = [json.loads(line) for line in f if line.strip()]
-    config = {}
-    config_path = os.path.join(run_dir, "config.json")
-    if os.path.isfile(config_path):
-        with open(config_path, encoding="utf-8") as f:
-            config = json.load(f)
-    return config, rows
+    run = RunDirectory(run_dir)
+    return run.read_config(), run.read_metrics()
 
 
 def run_label(config: dict, run_dir) -> str:
@@ -70,7 +62,7 @@ def plot_runs(run_dirs, out_path, metric: str = "error", title: str | None = Non
         raise ValueError(f"metric must be one of {', '.join(METRICS)}, got {metric!r}")
     if not run_dirs:
         raise ValueError("plot needs at least one run directory")
-    try:
+    try:  # here, not at the top: matplotlib is an optional dependency (minires[plot])
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
         from matplotlib.ticker import MaxNLocator
@@ -101,6 +93,7 @@ def plot_runs(run_dirs, out_path, metric: str = "error", title: str | None = Non
     axes.grid(True, alpha=0.3)
     axes.legend(fontsize="small")
     figure.tight_layout()
-    out_path = os.fspath(out_path)
-    figure.savefig(out_path, format="png", dpi=120)
-    return out_path
+    png = io.BytesIO()
+    figure.savefig(png, format="png", dpi=120)
+    write_bytes(out_path, png.getvalue())
+    return os.fspath(out_path)

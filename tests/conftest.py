@@ -1,4 +1,8 @@
 """Fixtures shared by several test files."""
+import os
+import shutil
+import subprocess
+
 import pytest
 
 import minires.data
@@ -22,3 +26,18 @@ def embedded_generated_once():
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(minires.data, "load_dataset", _cached_load_dataset)
         yield
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 1 MB tmpfs: a real full disk (needs the right to mount; skipped otherwise)."""
+    mount = tmp_path / "small"
+    mount.mkdir()
+    if shutil.which("mount") is None or os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)],
+                          capture_output=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs: {done.stderr.decode().strip()}")
+    yield mount
+    subprocess.run(["umount", str(mount)], check=True)

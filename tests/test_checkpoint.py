@@ -1,4 +1,5 @@
 """HDF5 checkpoints: shared weights stored once, sharing restored, bad files refused."""
+import errno
 import json
 
 import h5py
@@ -7,8 +8,8 @@ import pytest
 
 from minires import models
 from minires.autograd import Tensor, no_grad
-from minires.checkpoint import (FORMAT, alias_groups, atomic_write, load_checkpoint, load_model,
-                                restore_model, restore_optimizer, save_checkpoint)
+from minires.checkpoint import (FORMAT, alias_groups, load_checkpoint, load_model, restore_model,
+                                restore_optimizer, save_checkpoint)
 from minires.errors import DataError
 from minires.optim import SGD
 
@@ -124,7 +125,7 @@ def test_unshared_checkpoint_does_not_load_into_shared_model(tmp_path):
 def test_alias_map_mismatch_is_refused(tmp_path):
     path = _save(tmp_path / "c.h5", _trained_like(SPEC))
     with h5py.File(path, "r+") as f:
-        f["model"].attrs["aliases"] = json.dumps([])
+        del f["model/state/stage1.0.conv1.weight"].attrs["uses"]
     with pytest.raises(DataError, match="weight sharing"):
         load_model(path)
 
@@ -169,16 +170,60 @@ def test_newer_format_version_is_refused(tmp_path):
         load_checkpoint(path)
 
 
-def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path):
-    target = tmp_path / "last.h5"
-    target.write_text("old")
+def test_optimizer_state_is_stored_as_hdf5_groups_and_datasets(tmp_path):
+    model = _trained_like(SPEC)
+    opt = _optimizer_with_momentum(model)
+    path = _save(tmp_path / "c.h5", model, opt)
+    params = list(model.parameters())
+    with h5py.File(path, "r") as f:
+        group = f["optimizer"]
+        assert group.attrs["momentum"] == 0.9 and not group.attrs["nesterov"]
+        buffers = group["momentum_buffers"]
+        assert isinstance(buffers, h5py.Group) and len(buffers) == len(params)
+        for i, p in enumerate(params):
+            assert buffers[str(i)].shape == p.shape and buffers[str(i)].fletcher32
+            np.testing.assert_array_equal(buffers[str(i)][()], opt.momentum_buffers[i])
 
-    def failing(tmp):
-        with open(tmp, "w") as f:
-            f.write("half")
-        raise KeyboardInterrupt
 
-    with pytest.raises(KeyboardInterrupt):
-        atomic_write(target, failing)
-    assert target.read_text() == "old"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.h5"]  # no temporary left
+def test_flipped_bits_in_a_weight_are_detected(tmp_path):
+    path = _save(tmp_path / "c.h5", _trained_like(SPEC))
+    with h5py.File(path, "r") as f:
+        chunk = f["model/state/stage1.0.conv1.weight"].id.get_chunk_info(0)
+    data = bytearray(path_bytes := (tmp_path / "c.h5").read_bytes())
+    for k in range(chunk.byte_offset + 100, chunk.byte_offset + 140):
+        data[k] ^= 0xFF
+    assert bytes(data) != path_bytes
+    (tmp_path / "c.h5").write_bytes(bytes(data))
+    with pytest.raises(DataError, match="corrupt"):
+        load_checkpoint(tmp_path / "c.h5")
+
+
+def test_a_failing_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    """HDF5 can fail while closing a file (a full disk shows up there); nothing is replaced."""
+    path = _save(tmp_path / "last.h5", _trained_like(SPEC), epoch=1)
+    before = (tmp_path / "last.h5").read_bytes()
+    real_close = h5py.File.close
+
+    def failing_close(self):
+        real_close(self)
+        raise RuntimeError("Can't decrement id ref count (file write failed)")
+
+    monkeypatch.setattr(h5py.File, "close", failing_close)
+    with pytest.raises(RuntimeError, match="file write failed"):
+        _save(path, _trained_like(SPEC, seed=5), epoch=2)
+    monkeypatch.undo()
+    assert (tmp_path / "last.h5").read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.h5"]
+    assert load_checkpoint(path).epoch == 1
+
+
+def test_a_full_disk_keeps_the_previous_checkpoint(small_disk):
+    small = models.create(**{**SPEC, "depth": 8, "share": "block"})
+    path = _save(small_disk / "last.h5", small, epoch=1)
+    before = (small_disk / "last.h5").read_bytes()
+    too_big = models.create(**{**SPEC, "depth": 20, "share": "none"})  # 2.2 MB with momentum
+    with pytest.raises(OSError) as info:
+        _save(path, too_big, _optimizer_with_momentum(too_big), epoch=2)
+    assert info.value.errno == errno.ENOSPC
+    assert (small_disk / "last.h5").read_bytes() == before
+    assert sorted(p.name for p in small_disk.iterdir()) == ["last.h5"]

@@ -1,10 +1,12 @@
 """The training commands through click (and one real subprocess of the console script)."""
 import csv
+import dataclasses
 import json
 import os
 import shutil
 import subprocess
 import sys
+import threading
 
 import numpy as np
 import pytest
@@ -15,8 +17,12 @@ import minires.functions as F
 import minires.gradcheck
 from minires.autograd import Function
 from minires.gradcheck import GradcheckCase
+from minires.backend import DEVICES
 from minires.cli.main import cli
-from minires.train import METRIC_COLUMNS
+from minires.models import SHARE_MODES
+from minires.optim import SCHEDULES
+from minires.run_config import TrainConfig
+from minires.run_dir import METRIC_COLUMNS
 
 pytestmark = pytest.mark.usefixtures("embedded_generated_once")
 
@@ -88,10 +94,10 @@ def test_keyboard_interrupt_exits_130_with_a_resume_hint(tmp_path, monkeypatch):
     import minires.train as mtrain
     real_train = mtrain.train
 
-    def interrupted(config, on_epoch=None, on_batch=None):
+    def interrupted(config, on_batch=None, **callbacks):
         def stop(progress):
             raise KeyboardInterrupt
-        return real_train(config, on_epoch=on_epoch, on_batch=stop)
+        return real_train(config, on_batch=stop, **callbacks)
 
     monkeypatch.setattr(mtrain, "train", interrupted)
     result = CliRunner().invoke(cli, ["train", *TINY, "--epochs", "1", "-o",
@@ -101,13 +107,49 @@ def test_keyboard_interrupt_exits_130_with_a_resume_hint(tmp_path, monkeypatch):
     assert (tmp_path / "run" / "last.h5").is_file()
 
 
+def _console_command():
+    script = shutil.which("minires")
+    return [script] if script else [sys.executable, "-c",
+                                    "from minires.cli.main import cli; cli()"]
+
+
+def _run_with_terminal_stderr(command, timeout=300):
+    """Run ``command`` with stderr on a pseudo-terminal (as in an interactive shell) and stdout
+    on a pipe; return ``(returncode, stdout, stderr)``."""
+    pty = pytest.importorskip("pty", reason="needs a POSIX pseudo-terminal")
+    controller, terminal = pty.openpty()
+    chunks = []
+
+    def drain():  # read while the command runs, so that a full terminal buffer cannot block it
+        while True:
+            try:
+                data = os.read(controller, 4096)
+            except OSError:  # the terminal side was closed: the command has ended
+                return
+            if not data:
+                return
+            chunks.append(data)
+
+    reader = threading.Thread(target=drain)
+    reader.start()
+    try:
+        done = subprocess.run(command, stdout=subprocess.PIPE, stderr=terminal, text=True,
+                              timeout=timeout)
+    finally:
+        os.close(terminal)
+        reader.join(timeout=10)
+        os.close(controller)
+    return done.returncode, done.stdout, b"".join(chunks).decode(errors="replace")
+
+
 def test_progress_bar_goes_to_stderr_and_milestones_imply_multistep(tmp_path):
     args = [a for a in TINY if a != "--no-progress"]
-    result = CliRunner().invoke(cli, ["train", *args, "--epochs", "2", "--milestones", "1",
-                                      "--progress", "-o", str(tmp_path / "run")])
-    assert result.exit_code == 0, result.output
-    assert "epoch 2/2 [" in result.stderr and "] 2/2" in result.stderr
-    assert "[" not in result.stdout.replace("[default", "")
+    code, stdout, stderr = _run_with_terminal_stderr(
+        [*_console_command(), "train", *args, "--epochs", "2", "--milestones", "1",
+         "-o", str(tmp_path / "run")])
+    assert code == 0, stdout + stderr
+    assert "epoch 2/2 [" in stderr and "] 2/2" in stderr
+    assert "[" not in stdout.replace("[default", "")
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert config["schedule"] == "multistep" and config["milestones"] == [1]
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").open()]
@@ -194,9 +236,7 @@ def test_gradcheck_command_table_and_exit_status(monkeypatch, wrong):
 
 def test_console_script_runs_in_a_subprocess(run):
     run_dir, _ = run
-    script = shutil.which("minires")
-    command = [script] if script else [sys.executable, "-c",
-                                        "from minires.cli.main import cli; cli()"]
+    command = _console_command()
     # The test subset comes from the environment (MINIRES_<COMMAND>_<OPTION>).
     done = subprocess.run([*command, "eval", str(run_dir / "best.h5"), "--device", "cpu"],
                           capture_output=True, text=True, timeout=300,
@@ -215,3 +255,34 @@ def test_plot_labels_tell_apart_runs_that_differ_only_by_seed():
                                 "resnet20 shared (block), seed 1, b",
                                 "resnet20 shared (block), seed 1, c",
                                 "resnet20 unshared"]
+
+
+@pytest.mark.parametrize("option", ["--momentum", "--weight-decay", "--gamma", "--lr",
+                                    "--warmup-epochs"])
+def test_nan_option_values_are_usage_errors(tmp_path, option):
+    result = CliRunner().invoke(cli, ["train", *TINY, option, "nan", "-o",
+                                      str(tmp_path / "run")])
+    assert result.exit_code == 2, result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("Error")]
+    setting = option[2:].replace("-", "_")
+    assert len(errors) == 1 and errors[0].endswith("got nan")
+    assert errors[0].startswith(f"Error: Invalid value for '{option}': {setting} must be a "
+                                f"finite number")
+    assert "Traceback" not in result.output and "Training in" not in result.output
+    assert not (tmp_path / "run").exists()
+
+
+def test_train_options_come_from_the_run_configuration():
+    result = CliRunner().invoke(cli, ["train", "--help"], terminal_width=200)
+    assert result.exit_code == 0
+    text = " ".join(result.output.split())
+    for f in dataclasses.fields(TrainConfig):
+        if f.metadata["option"]:
+            assert "--" + f.name.replace("_", "-") in text, f.name
+            assert f.metadata["help"].split()[0] in text, f.name
+    for default in ("128; x>=1", "0.1; x>0", "0.9; 0<=x<1", "0.0001; x>=0"):
+        assert f"[default: {default}]" in text
+    assert "[default: (20 for resnet; 20/28/36 for wrn on 16/32/64-pixel images); x>=1]" in text
+    for choices in (SHARE_MODES, SCHEDULES, DEVICES):
+        assert "|".join(choices) in text
+    assert "--eval-batch-size" not in text  # a setting the command line leaves to its default

@@ -1,7 +1,9 @@
 """The HDF5 store: layout, atomic replacement, damaged files, download path."""
 from __future__ import annotations
 
+import errno
 import hashlib
+import os
 import warnings
 
 import h5py
@@ -188,3 +190,38 @@ def test_stale_temp_file_of_a_killed_run_is_removed(good_file):
     archive, _ = make_cifar10(path.parent.parent)
     prepare_allowed("cifar10", archive, data_dir=path.parent)
     assert not stale.exists()
+
+
+def test_error_from_closing_the_hdf5_file_removes_temp_file(good_file, tmp_path, monkeypatch):
+    """On a full disk HDF5 reports the failure when it flushes the file on close."""
+    path, _ = good_file
+    before = snapshot(path.parent)
+    real_close = h5py.File.close
+
+    def failing_close(self):
+        real_close(self)
+        raise RuntimeError("Can't decrement id ref count (file write failed: errno = 28)")
+
+    monkeypatch.setattr(h5py.File, "close", failing_close)
+    (tmp_path / "again").mkdir()
+    archive, _ = make_cifar10(tmp_path / "again")
+    with pytest.raises(RuntimeError, match="file write failed"):
+        prepare_allowed("cifar10", archive, data_dir=path.parent)
+    assert snapshot(path.parent) == before
+
+
+def test_full_disk_while_appending_removes_temp_file(good_file, tmp_path, monkeypatch):
+    path, _ = good_file
+    before = snapshot(path.parent)
+    from minires.data import store
+
+    def full(self, *args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(store.StoreWriter, "append", full)
+    (tmp_path / "again").mkdir()
+    archive, _ = make_cifar10(tmp_path / "again")
+    with pytest.raises(OSError) as info:
+        prepare_allowed("cifar10", archive, data_dir=path.parent)
+    assert info.value.errno == errno.ENOSPC
+    assert snapshot(path.parent) == before

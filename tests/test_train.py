@@ -1,13 +1,20 @@
 """The training loop: files written, exact resume, Ctrl-C, NaN detection, learning."""
 import csv
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
+import minires.functions as F
+from minires import models, optim
+from minires.autograd import Tensor, no_grad
 from minires.checkpoint import load_checkpoint
-from minires.errors import DataError, TrainingError
-from minires.train import METRIC_COLUMNS, TrainConfig, merge_resume_config, train
+from minires.errors import ConfigError, DataError, TrainingError
+from minires.run_config import TrainConfig, merge_resume_config
+from minires.run_dir import METRIC_COLUMNS
+from minires.train import train, train_step
 
 pytestmark = pytest.mark.usefixtures("embedded_generated_once")
 
@@ -122,7 +129,7 @@ def test_existing_run_is_not_overwritten_and_resume_checks_settings(tmp_path, un
 
 
 def test_resume_fills_unset_fields_from_the_run():
-    saved = tiny("x", epochs=5).resolved().to_dict()
+    saved = tiny("x", epochs=5).resolved(image_size=32).to_dict()
     given = TrainConfig(dataset=None, depth=None, batch_size=None, lr=None, momentum=None,
                         weight_decay=None, nesterov=None, schedule=None, gamma=None,
                         warmup_epochs=None, seed=None, no_decay_bn=None, share=None,
@@ -151,3 +158,59 @@ def test_training_on_the_embedded_set_learns(tmp_path):
     assert rows[-1]["train_loss"] < 2.0  # chance level is ln(10) = 2.30
     assert rows[-1]["test_error"] < 0.78
     assert rows[-1]["lr"] == pytest.approx(0.003)  # the milestone at epoch 4 applied
+
+
+def test_train_step_starts_from_zero_gradients_and_does_not_read_the_device():
+    """With lr 0 the weights stay put, so a second step on the same batch must see exactly the
+    gradients of the first: train_step clears them instead of adding to them."""
+    model = models.create(depth=8, seed=0)
+    optimizer = optim.SGD(model.parameters(), lr=0.0)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((4, 3, 32, 32)).astype(np.float32)
+    y = np.array([0, 1, 2, 3])
+    loss, mistakes = train_step(model, optimizer, x, y)
+    first = [p.grad.copy() for p in model.parameters()]
+    again, _ = train_step(model, optimizer, x, y)
+    for g, p in zip(first, model.parameters()):
+        np.testing.assert_array_equal(p.grad, g)
+    # 0-d arrays, not Python numbers: reading them is left to the caller (a GPU sync).
+    assert isinstance(loss, np.ndarray) and loss.shape == () and mistakes.shape == ()
+    assert loss == again
+    with no_grad():  # the same batch through the unchanged model: the same loss and mistakes
+        logits = model(Tensor(x)).data
+    assert loss == F.softmax_cross_entropy(Tensor(logits), y).data
+    assert mistakes == (logits.argmax(axis=1) != y).sum()
+
+
+@pytest.mark.parametrize("setting", ["momentum", "weight_decay", "gamma", "lr", "warmup_epochs"])
+def test_nan_settings_are_refused_before_anything_is_written(tmp_path, setting):
+    with pytest.raises(ConfigError, match=f"{setting} must be a finite number") as info:
+        train(tiny(tmp_path / "run", **{setting: float("nan")}))
+    assert info.value.name == setting
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("present", ["config.json", "best.h5", "metrics.jsonl"])
+def test_any_run_file_means_the_folder_holds_a_run(tmp_path, present):
+    (tmp_path / present).write_text("from an earlier run")
+    with pytest.raises(ValueError, match="already holds a run"):
+        train(tiny(tmp_path))
+    assert sorted(p.name for p in tmp_path.iterdir()) == [present]
+    assert (tmp_path / present).read_text() == "from an earlier run"
+
+
+def test_on_start_names_the_resolved_run_and_resume_removes_stale_temps(tmp_path):
+    started = []
+    train(tiny(tmp_path, epochs=1), on_start=started.append)
+    assert [(c.depth, c.device, c.run_dir) for c in started] == [(8, "cpu", str(tmp_path))]
+    config_before = json.loads((tmp_path / "config.json").read_text())
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    stale = tmp_path / f"last.h5.tmp-{dead}-0123abcd"  # left by a writer killed mid-save
+    stale.write_bytes(b"partial")
+    resumed = []
+    train(tiny(tmp_path, epochs=2, resume=True), on_start=resumed.append)
+    assert resumed[0].resume and not stale.exists()
+    config_after = json.loads((tmp_path / "config.json").read_text())
+    assert config_after["started"] == config_before["started"]
+    assert config_after["epochs"] == 2

@@ -5,12 +5,11 @@ left under the final name unless the whole file arrived and passed ``check``.
 """
 from __future__ import annotations
 
-import os
 import urllib.error
 import urllib.request
 from pathlib import Path
 
-from minires.data.tempfiles import remove_stale, temp_path
+from minires.atomicfile import AtomicFile
 from minires.errors import DataError
 
 CHUNK = 1 << 20
@@ -32,11 +31,10 @@ def download(url: str, dest, progress=None, check=None, opener=None, timeout: fl
     """
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale(dest, "part")
-    tmp = temp_path(dest, "part")
     opener = opener or urllib.request.urlopen
     label = f"download {dest.name}"
-    try:
+    # On any failure (Ctrl-C included) the temporary file is removed and dest is untouched.
+    with AtomicFile(dest) as tmp:
         try:
             response = opener(url, timeout=timeout)
         except (urllib.error.URLError, OSError, ValueError) as exc:
@@ -63,8 +61,4 @@ def download(url: str, dest, progress=None, check=None, opener=None, timeout: fl
             raise DataError(f"download of {url} ended early: got {done} of {total} bytes")
         if check is not None:
             check(tmp)
-        os.replace(tmp, dest)
-    finally:
-        # On success tmp is already renamed; on any failure (Ctrl-C included) nothing remains.
-        tmp.unlink(missing_ok=True)
     return dest

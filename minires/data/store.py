@@ -12,19 +12,20 @@ Layout (format version 1; see docs/data.md):
         0..1 scale, training split), source, checksum_algorithm, source_md5 or source_sha256,
         expected_md5 (CIFAR), checksum_verified, test_split, created_by
 
-Files are written to ``NAME.h5.tmp-<pid>`` in the same folder and renamed over ``NAME.h5`` only
-once complete, so an existing good file survives any failure.
+Files are written through :class:`minires.atomicfile.AtomicFile` (a temporary name in the same
+folder, renamed over ``NAME.h5`` only once complete), so an existing good file survives any
+failure.
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import h5py
 import numpy as np
 
+from minires import __version__
+from minires.atomicfile import AtomicFile
 from minires.data.stats import ChannelStats
-from minires.data.tempfiles import remove_stale, temp_path
 from minires.errors import DataError
 
 FORMAT_VERSION = 1
@@ -44,14 +45,15 @@ class StoreWriter:
     """Write a prepared dataset to ``path`` atomically; use as a context manager.
 
     Leaving the ``with`` block normally finishes the file (mean/std from the training images,
-    attributes) and renames it into place; an exception removes the temporary file and leaves
-    whatever was at ``path`` untouched.
+    attributes) and renames it into place; an exception (in the block, or from HDF5 while
+    finishing or closing the file) removes the temporary file and leaves whatever was at
+    ``path`` untouched.
     """
 
     def __init__(self, path, dataset: str, image_size: int, num_classes: int,
                  expected_counts: dict | None = None):
         self.path = Path(path)
-        self.tmp = temp_path(self.path, "tmp")
+        self.target = AtomicFile(self.path)
         self.dataset = dataset
         self.image_size = int(image_size)
         self.num_classes = int(num_classes)
@@ -62,21 +64,27 @@ class StoreWriter:
 
     def __enter__(self):
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        remove_stale(self.path, "tmp")
-        self.file = h5py.File(self.tmp, "w")
+        try:
+            self.file = h5py.File(self.target.start(), "w")
+        except BaseException:
+            self.target.discard()
+            raise
         return self
 
     def __exit__(self, exc_type, exc, tb):
         try:
             if exc_type is None:
                 self._finish()
-                self.file.close()
-                self.file = None
-                os.replace(self.tmp, self.path)
-        finally:
-            if self.file is not None:
-                self.file.close()
-            self.tmp.unlink(missing_ok=True)
+            self.file.close()
+        except BaseException:
+            self.target.discard()
+            if exc_type is None:
+                raise
+            return False  # the block's own exception is the one to report
+        if exc_type is None:
+            self.target.commit()
+        else:
+            self.target.discard()
         return False
 
     def append(self, split: str, images: np.ndarray, labels: np.ndarray, **extra):
@@ -122,8 +130,6 @@ class StoreWriter:
         if "label_names" not in self.file:
             raise DataError("internal: label names were not written")
         mean, std = self.stats.mean_std()
-        from minires import __version__
-
         attrs = {"format_version": FORMAT_VERSION, "dataset": self.dataset,
                  "image_size": self.image_size, "num_classes": self.num_classes,
                  "mean": mean, "std": std, "created_by": f"minires {__version__}"}

@@ -16,7 +16,27 @@ from minires.models.wide_resnet import (STAGES_FOR_INPUT, WideBasicBlock, WideRe
                                         default_wrn_depth, wide_resnet, wrn_blocks_per_stage)
 
 ARCHS = ("resnet", "wrn")
+DEFAULT_RESNET_DEPTH = 20
 DEFAULT_WRN_WIDTH = 10
+
+
+def architecture_defaults(arch: str, depth: int | None = None, width: int | None = None,
+                          shortcut: str | None = None, input_size: int = 32) -> dict:
+    """``{"depth", "width", "shortcut"}`` of ``arch`` with each None replaced by its default.
+
+    ResNet: depth 20, width 1, shortcut A. WRN: depth 20, 28 or 36 at input size 16, 32 or 64
+    (:func:`default_wrn_depth`), width 10, shortcut B.
+    """
+    if arch == "resnet":
+        defaults = {"depth": DEFAULT_RESNET_DEPTH, "width": 1, "shortcut": "A"}
+    elif arch == "wrn":
+        defaults = {"depth": None, "width": DEFAULT_WRN_WIDTH, "shortcut": "B"}
+        if depth is None:
+            defaults["depth"] = default_wrn_depth(int(input_size))
+    else:
+        raise ValueError(f"arch must be one of {', '.join(ARCHS)}, got {arch!r}")
+    given = {"depth": depth, "width": width, "shortcut": shortcut}
+    return {key: defaults[key] if value is None else value for key, value in given.items()}
 
 
 def create(arch: str = "resnet", depth: int | None = None, width: int | None = None,
@@ -47,16 +67,14 @@ def create(arch: str = "resnet", depth: int | None = None, width: int | None = N
             raise ValueError("dropout is only available for arch 'wrn'")
         if int(input_size) < 1:
             raise ValueError(f"input_size must be positive, got {input_size}")
-        return resnet(20 if depth is None else depth, num_classes, share,
-                      "A" if shortcut is None else shortcut, seed, dtype)
-    if arch == "wrn":
-        if shortcut not in (None, "B"):
-            raise ValueError(f"a Wide ResNet uses projection (B) shortcuts, got shortcut="
-                             f"{shortcut!r}")
-        depth = default_wrn_depth(input_size) if depth is None else depth
-        width = DEFAULT_WRN_WIDTH if width is None else width
-        return wide_resnet(depth, width, num_classes, share, input_size, seed, dtype, dropout)
-    raise ValueError(f"arch must be one of {', '.join(ARCHS)}, got {arch!r}")
+    elif arch == "wrn" and shortcut not in (None, "B"):
+        raise ValueError(f"a Wide ResNet uses projection (B) shortcuts, got shortcut="
+                         f"{shortcut!r}")
+    filled = architecture_defaults(arch, depth, width, shortcut, input_size)
+    if arch == "resnet":
+        return resnet(filled["depth"], num_classes, share, filled["shortcut"], seed, dtype)
+    return wide_resnet(filled["depth"], filled["width"], num_classes, share, input_size, seed,
+                       dtype, dropout)
 
 
 def unshared_count(**spec) -> int:
@@ -68,7 +86,8 @@ def unshared_count(**spec) -> int:
     return create(**{**spec, "share": "none"}).num_parameters()
 
 
-__all__ = ["create", "unshared_count", "ARCHS", "resnet", "ResNet", "BasicBlock", "PadShortcut",
+__all__ = ["create", "unshared_count", "architecture_defaults", "ARCHS", "DEFAULT_RESNET_DEPTH",
+           "DEFAULT_WRN_WIDTH", "resnet", "ResNet", "BasicBlock", "PadShortcut",
            "ProjectionShortcut", "wide_resnet", "WideResNet", "WideBasicBlock", "summarize",
            "ModelSummary", "LayerRow", "SharedWeight", "SHARE_MODES", "SHORTCUTS",
            "STAGES_FOR_INPUT", "convs_have_same_shape", "resnet_blocks_per_stage",

@@ -1,0 +1,131 @@
+"""Files replaced atomically: written under a temporary name beside the destination, then renamed.
+
+Every file minires writes (checkpoints, run files, prepared datasets, downloads) goes through
+:class:`AtomicFile`::
+
+    with AtomicFile(path) as tmp:      # tmp: a fresh name in path's folder
+        write(tmp)                     # open, write and close it here
+    # now path holds the new content, or, if the block raised, path is untouched and tmp is gone
+
+Leaving the block normally flushes the temporary file to disk (``fsync``) and renames it over
+``path`` with ``os.replace``: a reader sees the old file or the new one, never a mixture, even
+after a power cut. Leaving it by any exception (``OSError`` from a full disk, an error raised
+while closing an HDF5 file, ``KeyboardInterrupt``) removes the temporary file and re-raises.
+
+The temporary name ``<name>.tmp-<pid>-<random>`` carries the writer's process id: a process
+killed outright (SIGKILL, power loss) cannot clean up, so the next writer of the same
+destination removes the temporaries whose process no longer exists.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+from pathlib import Path
+
+TEMP_TAG = "tmp"
+
+
+class AtomicFile:
+    """A temporary file beside ``path`` that replaces ``path`` only once it is complete.
+
+    Use it as a context manager (it yields the temporary path), or call :meth:`start`, then
+    :meth:`commit` or :meth:`discard` yourself when the writing spans several calls (as
+    ``minires.data.store.StoreWriter`` does).
+    The destination's folder must exist.
+    """
+
+    def __init__(self, path):
+        self.path = Path(path)
+        self.tmp = self.path.with_name(
+            f"{self.path.name}.{TEMP_TAG}-{os.getpid()}-{secrets.token_hex(4)}")
+
+    def __enter__(self) -> Path:
+        return self.start()
+
+    def start(self) -> Path:
+        """Remove the temporaries that dead processes left for this destination; return the
+        temporary path to write."""
+        remove_stale_temps(self.path)
+        return self.tmp
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is None:
+            self.commit()
+            return False
+        self.discard()
+        self._name_destination(exc)
+        return False
+
+    def commit(self) -> None:
+        """Flush the temporary file to disk and rename it over the destination."""
+        try:
+            with open(self.tmp, "rb") as f:
+                os.fsync(f.fileno())  # the data is on disk before the name points at it
+            os.replace(self.tmp, self.path)
+        except BaseException as exc:
+            self.discard()
+            self._name_destination(exc)
+            raise
+        _fsync_folder(self.path.parent)
+
+    def discard(self) -> None:
+        """Remove the temporary file (if it was created); the destination is untouched."""
+        self.tmp.unlink(missing_ok=True)
+
+    def _name_destination(self, exc) -> None:
+        # A failed write (a full disk) names no file: say which one could not be written.
+        if isinstance(exc, OSError) and exc.errno is not None and exc.filename is None:
+            raise OSError(exc.errno, f"{exc.strerror} writing", os.fspath(self.path)) from exc
+
+
+def write_bytes(path, data: bytes) -> None:
+    """Replace ``path`` with ``data`` atomically."""
+    with AtomicFile(path) as tmp, open(tmp, "wb") as f:
+        f.write(data)
+
+
+def write_text(path, text: str) -> None:
+    """Replace ``path`` with ``text`` (UTF-8, line endings as given) atomically."""
+    write_bytes(path, text.encode("utf-8"))
+
+
+def remove_stale_temps(path) -> list:
+    """Delete the temporaries of ``path`` left by processes that no longer exist.
+
+    Returns the removed paths. A temporary of a live process (this one included) is kept.
+    """
+    path = Path(path)
+    removed = []
+    if not path.parent.is_dir():
+        return removed
+    for temp in path.parent.glob(f"{path.name}.{TEMP_TAG}-*"):
+        pid = temp.name[len(path.name) + len(TEMP_TAG) + 2:].split("-")[0]
+        if pid.isdigit() and not process_exists(int(pid)):
+            temp.unlink(missing_ok=True)
+            removed.append(temp)
+    return removed
+
+
+def process_exists(pid: int) -> bool:
+    """True when a process ``pid`` exists (ours, or someone else's we may not signal)."""
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _fsync_folder(folder: Path) -> None:
+    # Makes the rename itself durable. Best effort: some file systems and platforms cannot
+    # open or fsync a folder, and the new file is already complete under its name.
+    with contextlib.suppress(OSError):
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
