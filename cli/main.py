@@ -22,9 +22,9 @@ def cli():
 
 def _register():
     # Imported here so that each command module can import this one's helpers without a cycle.
-    from minires.cli import data_commands, model_commands, train_commands
+    from minires.cli import data_commands, model_commands, sweep_commands, train_commands
 
-    for module in (data_commands, model_commands, train_commands):
+    for module in (data_commands, model_commands, train_commands, sweep_commands):
         for command in module.COMMANDS:
             cli.add_command(command)
 

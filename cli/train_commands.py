@@ -299,7 +299,11 @@ def explain(seed, channels, size, entries):
 @click.option("--title", default=None, help="Figure title  [default: the dataset name]")
 @reports_errors
 def plot(run_dirs, output, metric, title):
-    """Plot train (dashed) and test (solid) curves per epoch of one or more runs."""
+    """Plot train (dashed) and test (solid) curves per epoch of one or more runs.
+
+    Given a sweep folder (or a folder of runs), plot one colour per configuration: the mean
+    over its seeds, with a band from the lowest to the highest run at each epoch.
+    """
     from minires.plot import plot_runs
 
     path = plot_runs(run_dirs, output, metric=metric, title=title)
