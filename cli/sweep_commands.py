@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import os
 import shlex
-import signal
-import threading
 
 import click
 
@@ -174,8 +172,7 @@ def sweep(ctx, sweep_dir, depths, widths, shares, seeds, jobs, dry_run):
         planned = msweep.plan(sweep_dir, specs, epochs)
         click.echo(f"Sweep in {sweep_dir}: {len(planned)} runs ({grid.describe()}), {jobs} at "
                    f"a time; options for every run: {shlex.join(args) or 'none'}")
-        with _signals_interrupt():
-            result = run_plan(planned, args, jobs=jobs, on_event=_Reporter(planned), lock=lock)
+        result = run_plan(planned, args, jobs=jobs, on_event=_Reporter(planned), lock=lock)
 
     click.echo(f"{len(planned)} runs: {result.count('done')} trained, {len(result.skipped)} "
                f"already complete, {result.count('failed')} failed, "
@@ -215,29 +212,6 @@ class _Reporter:
             message = (f"FAILED (exit {outcome.returncode}): {outcome.detail}; "
                        f"log {outcome.log_path}")
         click.echo(prefix + message)
-
-
-class _signals_interrupt:
-    """While the runs train, SIGTERM and SIGHUP stop the sweep as Ctrl-C does (the runs save)."""
-
-    SIGNALS = ("SIGTERM", "SIGHUP")
-
-    def __enter__(self):
-        self.previous = {}
-        if threading.current_thread() is threading.main_thread():
-            for name in self.SIGNALS:
-                sig = getattr(signal, name, None)
-                if sig is not None:
-                    self.previous[sig] = signal.signal(sig, self._interrupt)
-        return self
-
-    @staticmethod
-    def _interrupt(signum, frame):
-        raise KeyboardInterrupt
-
-    def __exit__(self, *exc):
-        for sig, handler in self.previous.items():
-            signal.signal(sig, handler)
 
 
 @click.command("compare")

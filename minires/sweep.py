@@ -385,7 +385,11 @@ def _minires_alive(pid) -> bool:
     except PermissionError:
         return True
     try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            if f.read().rsplit(b")", 1)[1].split()[0] == b"Z":
+                return False  # exited, not yet reaped by its parent
         with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return b"minires" in f.read()
-    except OSError:
+            command = f.read()
+    except (OSError, IndexError):
         return True  # no /proc: trust the pid
+    return not command or b"minires" in command

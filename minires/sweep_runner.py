@@ -5,7 +5,7 @@ a run that fails (a NaN, a full disk, a bad dataset) cannot stop the others, and
 goes to ``train.log`` in its folder. The processes get their own process group: Ctrl-C in a
 terminal reaches only the sweep, which passes exactly one SIGINT to each run; each then saves
 its last completed epoch and exits, and starting the sweep again resumes them. A second Ctrl-C
-while they save sends SIGTERM.
+while they save sends SIGTERM, a third SIGKILL.
 
 The library never prints: ``on_event(kind, planned, outcome)`` reports ``skip``, ``start`` and
 ``finish`` (with an :class:`Outcome`).
@@ -16,6 +16,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 
@@ -64,6 +65,10 @@ def run_plan(planned, common_args, jobs: int = 1, on_event=None, lock=None,
              poll_seconds: float = 0.2) -> SweepResult:
     """Train every planned run that is not complete, ``jobs`` at a time.
 
+    While it runs (in the main thread), SIGINT, SIGTERM and SIGHUP stop the sweep: no new run
+    starts, each run in progress gets one SIGINT, saves its last completed epoch and exits. A
+    further signal more than a second later sends the runs SIGTERM, a third SIGKILL.
+
     Args:
         planned: :class:`minires.sweep.PlannedRun` list (from :func:`minires.sweep.plan`).
         common_args: ``minires train`` options shared by all runs.
@@ -71,8 +76,8 @@ def run_plan(planned, common_args, jobs: int = 1, on_event=None, lock=None,
         on_event: ``on_event(kind, planned_run, outcome_or_None)`` for reports.
         lock: a held :class:`minires.sweep.SweepLock`; each run's pid is recorded in it.
     Returns:
-        a :class:`SweepResult`; ``interrupted`` is True after a KeyboardInterrupt, once every
-        run in progress has saved and exited.
+        a :class:`SweepResult`; ``interrupted`` is True when a signal stopped the sweep (once
+        every run in progress has exited).
     """
     if jobs < 1:
         raise ValueError(f"jobs must be at least 1, got {jobs}")
@@ -87,39 +92,90 @@ def run_plan(planned, common_args, jobs: int = 1, on_event=None, lock=None,
             pending.append(run)
     pending.reverse()  # pop() from the end takes them in plan order
     active = {}        # Popen -> (planned run, start time)
-    try:
-        while pending or active:
-            while pending and len(active) < jobs:
-                run = pending.pop()
-                report("start", run, None)
-                try:
-                    process = _start(run, common_args)
-                except OSError as exc:  # no log or folder can be made: this run fails
-                    outcome = Outcome(run.spec.name, run.run_dir, run.log_path, "failed", -1,
-                                      0.0, f"could not start: {exc}")
+    with _StopRequests() as stop:
+        try:
+            signalled = 0  # how many stop requests the runs have been told about
+            while pending or active:
+                if stop.requests() > signalled:
+                    signalled = stop.requests()
+                    result.interrupted = True
+                    pending.clear()
+                    _signal(active, ESCALATION[min(signalled, len(ESCALATION)) - 1])
+                while pending and len(active) < jobs:
+                    run = pending.pop()
+                    report("start", run, None)
+                    try:
+                        process = _start(run, common_args)
+                    except OSError as exc:  # no log or folder can be made: this run fails
+                        outcome = Outcome(run.spec.name, run.run_dir, run.log_path, "failed",
+                                          -1, 0.0, f"could not start: {exc}")
+                        result.outcomes.append(outcome)
+                        report("finish", run, outcome)
+                        continue
+                    active[process] = (run, time.monotonic())
+                    if lock is not None:
+                        lock.record(run.spec.name, process.pid)
+                for process in [p for p in active if p.poll() is not None]:
+                    run, started = active.pop(process)
+                    outcome = _finish(run, process.returncode, time.monotonic() - started, lock,
+                                      stopped=result.interrupted)
                     result.outcomes.append(outcome)
                     report("finish", run, outcome)
-                    continue
-                active[process] = (run, time.monotonic())
-                if lock is not None:
-                    lock.record(run.spec.name, process.pid)
-            for process in [p for p in active if p.poll() is not None]:
-                run, started = active.pop(process)
-                outcome = _finish(run, process.returncode, time.monotonic() - started, lock)
-                result.outcomes.append(outcome)
-                report("finish", run, outcome)
-            if active:
-                time.sleep(poll_seconds)
-    except KeyboardInterrupt:
-        result.interrupted = True
-    finally:
-        # Interrupted (or failing here): every run in progress saves and exits before we do.
-        for process, (run, started) in _stop(active).items():
-            outcome = _finish(run, process.returncode, time.monotonic() - started, lock,
-                              stopped=True)
-            result.outcomes.append(outcome)
-            report("finish", run, outcome)
+                if active:
+                    time.sleep(poll_seconds)
+        except BaseException:
+            # A failure here (or a KeyboardInterrupt outside the main thread): the runs in
+            # progress save and exit before the exception goes on.
+            _signal(active, signal.SIGINT)
+            for process in active:
+                process.wait()
+            raise
     return result
+
+
+# Signals sent to the runs at the first, second and third stop request.
+ESCALATION = (signal.SIGINT, signal.SIGTERM, signal.SIGKILL)
+
+
+class _StopRequests:
+    """While installed, SIGINT, SIGTERM and SIGHUP only note when they came, so stopping the
+    runs is never cut short by an exception. Signals less than :attr:`GRACE` seconds apart are
+    one request: ``timeout`` and a terminal may deliver the same stop twice at once."""
+
+    SIGNALS = ("SIGINT", "SIGTERM", "SIGHUP")
+    GRACE = 1.0
+
+    def __init__(self):
+        self.times = []
+        self.previous = {}
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for name in self.SIGNALS:
+                sig = getattr(signal, name, None)
+                if sig is not None:
+                    self.previous[sig] = signal.signal(sig, self._note)
+        return self
+
+    def _note(self, signum, frame):
+        self.times.append(time.monotonic())
+
+    def requests(self) -> int:
+        times = list(self.times)
+        return (1 + sum(b - a > self.GRACE for a, b in zip(times, times[1:]))) if times else 0
+
+    def __exit__(self, *exc):
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+
+
+def _signal(active: dict, sig) -> None:
+    for process in active:
+        if process.poll() is None:
+            try:
+                process.send_signal(sig)
+            except ProcessLookupError:
+                pass
 
 
 def _start(run, common_args) -> subprocess.Popen:
@@ -146,7 +202,8 @@ def _finish(run, returncode: int, seconds: float, lock, stopped: bool = False) -
     # Interrupted by the sweep's SIGINT (or SIGTERM after a second Ctrl-C): last.h5 holds the
     # last completed epoch, written atomically, so starting the sweep again resumes the run.
     if returncode == EXIT_INTERRUPTED or (stopped and returncode < 0):
-        outcome.status, outcome.detail = "interrupted", "saved; starting the sweep again resumes it"
+        outcome.status = "interrupted"
+        outcome.detail = "last.h5 holds its last completed epoch; the sweep resumes it"
         return outcome
     if returncode != 0:
         outcome.detail = _last_line(run.log_path)
@@ -162,25 +219,6 @@ def _finish(run, returncode: int, seconds: float, lock, stopped: bool = False) -
     outcome.status = "done"
     outcome.final_test_error = finished.metrics[-1]["test_error"]
     return outcome
-
-
-def _stop(active: dict) -> dict:
-    """SIGINT every run in progress and wait for each to exit; a further KeyboardInterrupt
-    while waiting escalates to SIGTERM, then SIGKILL."""
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGKILL):
-        for process in active:
-            if process.poll() is None:
-                try:
-                    process.send_signal(sig)
-                except ProcessLookupError:
-                    pass
-        try:
-            for process in active:
-                process.wait()
-            break
-        except KeyboardInterrupt:
-            continue
-    return active
 
 
 def _last_line(path) -> str:

@@ -225,13 +225,15 @@ def test_a_live_lock_refuses_and_a_stale_one_is_replaced(swept, tmp_path):
     sweep_dir = tmp_path / "copy"
     shutil.copytree(swept[0], sweep_dir)
     lock = sweep_dir / "sweep.lock"
-    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "minires"])
+    holder = subprocess.Popen([sys.executable, "-c", "import time; print(1, flush=True); "
+                               "time.sleep(60)", "minires"], stdout=subprocess.PIPE)
+    assert holder.stdout.readline() == b"1\n"  # it runs
     try:
         lock.write_text(json.dumps({"host": socket.gethostname(), "pid": holder.pid,
                                     "runs": {}}))
         result = CliRunner().invoke(cli, ["sweep", *GRID, "-o", str(sweep_dir), *TINY,
                                           "--epochs", "2"])
-        assert result.exit_code == 1
+        assert result.exit_code == 1, result.output
         assert error_lines(result.output) == [
             f"Error: another minires sweep (pid {holder.pid}) is running in {sweep_dir}"]
     finally:
@@ -255,10 +257,13 @@ def test_ctrl_c_lets_runs_save_and_the_sweep_resumes_them(tmp_path):
     while not (metrics.is_file() and metrics.read_text().strip()):
         assert process.poll() is None and time.monotonic() < deadline, process.communicate()
         time.sleep(0.1)
-    process.send_signal(signal.SIGINT)  # only the sweep: its runs are in their own group
+    # Only to the sweep (its runs are in their own process group), and twice at once as
+    # `timeout` does (to the process and to its group): one stop, each run gets one SIGINT.
+    process.send_signal(signal.SIGINT)
+    process.send_signal(signal.SIGINT)
     stdout, stderr = process.communicate(timeout=120)
     assert process.returncode == 130, stdout + stderr
-    assert f"{NONE0}   interrupted: saved" in stdout
+    assert f"{NONE0}   interrupted: last.h5 holds its last completed epoch" in stdout
     assert "the same command resumes them" in stderr
     done = [row["epoch"] for row in rows(sweep_dir / NONE0)]
     assert 1 <= len(done) < 200 and done == list(range(1, len(done) + 1))
