@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 import statistics
 from dataclasses import dataclass, field
 
 from minires.errors import DataError
+from minires.runs import dataset_label
 
 # What makes two runs the same configuration (the seed does not).
 CONFIG_KEYS = ("dataset", "arch", "depth", "width", "share", "shortcut", "schedule", "epochs",
@@ -87,11 +87,6 @@ def model_name(config: dict) -> str:
     """``resnet20``, ``wrn16-4``."""
     name = f"{config.get('arch', '?')}{config.get('depth', '')}"
     return name + f"-{config.get('width')}" if config.get("arch") == "wrn" else name
-
-
-def dataset_name(config: dict) -> str:
-    base = os.path.basename(os.path.normpath(str(config.get("dataset", "?"))))
-    return base.removesuffix(".h5")
 
 
 def group_runs(runs) -> list:
@@ -237,7 +232,8 @@ def _row(cells) -> str:
 
 
 def _config_cells(config: dict) -> list:
-    return [model_name(config), str(config.get("share", "none")), dataset_name(config),
+    return [model_name(config), str(config.get("share", "none")),
+            dataset_label(str(config.get("dataset", "?"))),
             str(config.get("schedule", "?")), str(config.get("epochs", "?"))]
 
 

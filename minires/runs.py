@@ -17,6 +17,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 from dataclasses import dataclass, field
 
 from minires.errors import DataError
@@ -69,6 +70,14 @@ class Run:
             return "no config.json"
         total = "?" if self.epochs is None else self.epochs
         return f"epoch {self.epochs_done} of {total}"
+
+
+def dataset_label(dataset: str) -> str:
+    """A dataset's short name (for run names and tables): a path becomes its file stem, and
+    characters other than letters, digits and ``._+`` become ``_``."""
+    base = os.path.basename(os.path.normpath(os.fspath(dataset)))
+    stem = os.path.splitext(base)[0] if base.endswith((".h5", ".hdf5")) else base
+    return re.sub(r"[^A-Za-z0-9._+]", "_", stem) or "dataset"
 
 
 def is_run_dir(path) -> bool:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shlex
 import socket
 import time
@@ -32,7 +31,7 @@ from minires.checkpoint import atomic_write
 from minires.data.catalog import DATASETS, EMBEDDED, prepared_path
 from minires.errors import DataError, MiniresError
 from minires.models import ARCHS, DEFAULT_WRN_WIDTH, SHARE_MODES, resnet_blocks_per_stage
-from minires.runs import SWEEP_FILE, read_run, read_sweep_file
+from minires.runs import SWEEP_FILE, dataset_label, read_run, read_sweep_file
 
 FORMAT = "minires-sweep"
 FORMAT_VERSION = 1
@@ -108,13 +107,6 @@ class RunSpec:
         if self.width is not None:
             args += ["--width", str(self.width)]
         return args + ["--share", self.share, "--seed", str(self.seed)]
-
-
-def dataset_label(dataset: str) -> str:
-    """The dataset part of a run name: a path becomes its file stem, odd characters ``_``."""
-    base = os.path.basename(os.path.normpath(os.fspath(dataset)))
-    stem = os.path.splitext(base)[0] if base.endswith((".h5", ".hdf5")) else base
-    return re.sub(r"[^A-Za-z0-9._+]", "_", stem) or "dataset"
 
 
 def run_name(dataset: str, arch: str, depth: int, width: int | None, share: str,
