@@ -49,8 +49,7 @@ def _int_list(ctx, param, value):
     try:
         values = tuple(int(part) for part in value.replace(" ", "").split(",") if part)
     except ValueError:
-        raise click.BadParameter(f"expected comma-separated integers such as 20,56, got "
-                                 f"{value!r}") from None
+        values = ()
     if not values:
         raise click.BadParameter(f"expected comma-separated integers such as 20,56, got "
                                  f"{value!r}")
@@ -70,15 +69,16 @@ def _seed_list(ctx, param, value):
     text = value.replace(" ", "")
     if text.isdigit():
         if int(text) < 1:
-            raise click.BadParameter("the number of seeds must be at least 1")
+            raise click.BadParameter("the number of seeds must be at least 1 (for seed 0 alone "
+                                     "write 0,)")
         return tuple(range(int(text)))
     return _int_list(ctx, param, text)
 
 
 def _parse_train_options(ctx, args):
     """Parse ``args`` with the ``minires train`` command itself (its types, its environment
-    variables ``MINIRES_TRAIN_*``). Returns ``(params, explicit)``: every option's value, and
-    the names given on the command line or in the environment."""
+    variables ``MINIRES_TRAIN_*``) and return every option's value; an error in them, or an
+    option the sweep sets itself, raises :class:`PassThroughError`."""
     root = ctx.find_root()
     train_command = root.command.get_command(root, "train")
     try:

@@ -201,8 +201,8 @@ def to_markdown(comparison: Comparison) -> str:
         seconds = mean_std(group.values("seconds"))[0]
         cells.append("—" if seconds is None else _duration(seconds))
         lines.append(_row(cells))
-    constant = [f"{OTHER_LABELS[key]} {_other(key, groups[0].config.get(key))}"
-                for key in OTHER_KEYS if key not in varying]
+    constant = [_setting(key, groups[0].config.get(key)) for key in OTHER_KEYS
+                if key not in varying]
     lines += ["", "Mean ± sample standard deviation (n − 1) over the complete runs (seeds) of "
               "each configuration; time is the mean of a run's total training and evaluation "
               "time." + (f" All runs: {', '.join(constant)}." if constant else "")]
@@ -241,6 +241,14 @@ def _other(key, value) -> str:
     if key in ("subset", "test_subset") and value is None:
         return "all"
     return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _setting(key, value) -> str:
+    """``lr 0.1``, ``all training images``, ``the first 64 test images``..."""
+    if key in ("subset", "test_subset"):
+        what = f"{'training' if key == 'subset' else 'test'} images"
+        return f"all {what}" if value is None else f"the first {value} {what}"
+    return f"{OTHER_LABELS[key]} {_other(key, value)}"
 
 
 def _parameters(group: Group) -> str:

@@ -74,10 +74,10 @@ class Run:
 
 def dataset_label(dataset: str) -> str:
     """A dataset's short name (for run names and tables): a path becomes its file stem, and
-    characters other than letters, digits and ``._+`` become ``_``."""
+    characters other than letters, digits and ``._+-`` become ``_``."""
     base = os.path.basename(os.path.normpath(os.fspath(dataset)))
     stem = os.path.splitext(base)[0] if base.endswith((".h5", ".hdf5")) else base
-    return re.sub(r"[^A-Za-z0-9._+]", "_", stem) or "dataset"
+    return re.sub(r"[^A-Za-z0-9._+-]", "_", stem) or "dataset"
 
 
 def is_run_dir(path) -> bool:

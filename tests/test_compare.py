@@ -131,6 +131,8 @@ def test_markdown_shows_mean_std_pairs_and_the_incomplete_run(sweep_dir):
     assert f"seed 0: {100 * d[0]:+.2f}, seed 1: {100 * d[1]:+.2f}" in pair_row
     assert f"`{sweep_dir / name('block', 2)}` (epoch 1 of 3)" in text
     assert "sample standard deviation (n − 1)" in text
+    assert ("All runs: shortcut A, lr 0.05, batch 32, the first 128 training images, the first "
+            "64 test images.") in text
 
 
 def test_run_folders_give_the_same_table_as_their_folder(sweep_dir, tmp_path):
