@@ -9,7 +9,8 @@ from __future__ import annotations
 import click
 
 from minires import __version__
-from minires.cli import data_commands, inspect_commands, model_commands, train_commands
+from minires.cli import (data_commands, inspect_commands, model_commands, sweep_commands,
+                         train_commands)
 
 CONTEXT_SETTINGS = {"auto_envvar_prefix": "MINIRES", "show_default": True,
                     "help_option_names": ["-h", "--help"]}
@@ -21,6 +22,6 @@ def cli():
     """minires: ResNets with shared convolution weights, on a from-scratch autograd engine."""
 
 
-for module in (data_commands, model_commands, train_commands, inspect_commands):
+for module in (data_commands, model_commands, train_commands, inspect_commands, sweep_commands):
     for command in module.COMMANDS:
         cli.add_command(command)

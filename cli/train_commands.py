@@ -126,7 +126,11 @@ def eval_command(checkpoint, dataset, data_dir, device, batch_size, test_subset)
 @click.option("--title", default=None, help="Figure title  [default: the dataset name]")
 @reports_errors
 def plot(run_dirs, output, metric, title):
-    """Plot train (dashed) and test (solid) curves per epoch of one or more runs."""
+    """Plot train (dashed) and test (solid) curves per epoch of one or more runs.
+
+    Given a sweep folder (or a folder of runs), plot one colour per configuration: the mean
+    over its seeds, with a band from the lowest to the highest run at each epoch.
+    """
     path = plot_runs(run_dirs, output, metric=metric, title=title)
     click.echo(f"wrote {path}")
 

@@ -33,6 +33,7 @@ from minires.errors import ConfigError
 from minires.models import (ARCHS, DEFAULT_RESNET_DEPTH, DEFAULT_WRN_WIDTH, SHARE_MODES,
                             SHORTCUTS, STAGES_FOR_INPUT, architecture_defaults, default_wrn_depth)
 from minires.optim import SCHEDULES, make_schedule
+from minires.run_dir import dataset_label
 
 # He et al. 2016 train CIFAR for 64k iterations at batch 128 (164 epochs); Chrabaszcz et al. 2017
 # train downsampled ImageNet for 40 epochs. The embedded set is for a first run: 3 epochs of
@@ -265,12 +266,6 @@ def _normal(value):
 
 
 # -- names of runs -----------------------------------------------------------------------------
-
-def dataset_label(dataset) -> str:
-    """The dataset's short name for run directories: a path becomes its file stem."""
-    base = os.path.basename(os.fspath(dataset))
-    return base[:-3] if base.endswith(".h5") else base
-
 
 def model_label(config) -> str:
     """``resnet20``, ``wrn16-4``... (parts not yet resolved are left out)."""

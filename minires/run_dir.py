@@ -22,6 +22,7 @@ import io
 import json
 import os
 import platform
+import re
 import sys
 import time
 from importlib import metadata
@@ -91,19 +92,69 @@ class RunDirectory:
         write_text(os.path.join(self.path, METRICS_CSV), buffer.getvalue())
 
     def read_config(self) -> dict:
-        """``config.json`` as a dict ({} when the run has none)."""
+        """``config.json`` as a dict ({} when the run has none yet)."""
         if not os.path.isfile(self.config_file):
             return {}
-        with open(self.config_file, encoding="utf-8") as f:
-            return json.load(f)
+        config = read_json(self.config_file)
+        if not isinstance(config, dict):
+            raise DataError(f"{self.config_file} should hold a JSON object")
+        return config
 
     def read_metrics(self) -> list:
-        """The rows of ``metrics.jsonl``; DataError when the folder has none."""
-        path = os.path.join(self.path, METRICS_JSONL)
-        if not os.path.isfile(path):
-            raise DataError(f"{self.path} is not a run directory: it has no {METRICS_JSONL}")
+        """The rows of ``metrics.jsonl`` (else ``metrics.csv``; none when neither exists), each
+        a dict with :data:`METRIC_COLUMNS` as numbers. DataError names a row that is not."""
+        jsonl = os.path.join(self.path, METRICS_JSONL)
+        table = os.path.join(self.path, METRICS_CSV)
+        if os.path.isfile(jsonl):
+            source, rows = jsonl, []
+            with open(jsonl, encoding="utf-8") as f:
+                for number, line in enumerate(f, start=1):
+                    if line.strip():
+                        try:
+                            rows.append(json.loads(line))
+                        except json.JSONDecodeError:
+                            raise DataError(f"{jsonl} line {number} is not valid JSON") from None
+        elif os.path.isfile(table):
+            source = table
+            with open(table, encoding="utf-8", newline="") as f:
+                rows = list(csv.DictReader(f))
+        else:
+            return []
+        return [_metric_row(row, source, number) for number, row in enumerate(rows, start=1)]
+
+
+def _metric_row(row, source, number) -> dict:
+    if not isinstance(row, dict):
+        raise DataError(f"{source} row {number} is not an object of metrics")
+    missing = [key for key in METRIC_COLUMNS if key not in row]
+    if missing:
+        raise DataError(f"{source} row {number} lacks {', '.join(missing)}")
+    try:
+        return {key: (int(row[key]) if key == "epoch" else float(row[key]))
+                for key in METRIC_COLUMNS}
+    except (TypeError, ValueError):
+        raise DataError(f"{source} row {number} has a value that is not a number") from None
+
+
+def read_json(path):
+    try:
         with open(path, encoding="utf-8") as f:
-            return [json.loads(line) for line in f if line.strip()]
+            return json.load(f)
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{path} is not valid JSON ({exc.msg}, line {exc.lineno})") from None
+
+
+def is_run_dir(path) -> bool:
+    """True when ``path`` holds any of the files a training run writes."""
+    return any(os.path.isfile(os.path.join(path, name)) for name in RUN_FILES)
+
+
+def dataset_label(dataset) -> str:
+    """A dataset's short name for run folders and tables: a path becomes its file stem, and
+    characters other than letters, digits and ``._+-`` become ``_``."""
+    base = os.path.basename(os.path.normpath(os.fspath(dataset)))
+    stem = os.path.splitext(base)[0] if base.endswith((".h5", ".hdf5")) else base
+    return re.sub(r"[^A-Za-z0-9._+-]", "_", stem) or "dataset"
 
 
 def package_versions() -> dict:

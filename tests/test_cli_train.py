@@ -190,7 +190,7 @@ def test_plot_writes_a_png(run, tmp_path):
     assert result.exit_code == 0, result.output
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     result = CliRunner().invoke(cli, ["plot", str(tmp_path), "-o", str(out)])
-    assert result.exit_code == 1 and "no metrics.jsonl" in result.output
+    assert result.exit_code == 1 and "is neither a run folder" in result.output
 
 
 class _WrongDouble(Function):
