@@ -218,3 +218,13 @@ def test_split_covers_the_range_in_order():
 def test_set_num_threads_rejects_nonpositive():
     with pytest.raises(ValueError, match="positive"):
         parallel.set_num_threads(0)
+
+
+def test_run_split_gives_blas_one_thread_and_then_its_threads_back():
+    """threadpoolctl limits BLAS inside the worker split only."""
+    before = parallel.blas_threads()
+    if before is None:
+        pytest.skip("no BLAS that threadpoolctl can control")
+    seen = parallel.run_split(lambda a, b: parallel.blas_threads(), 4)
+    assert set(seen) == {1}
+    assert parallel.blas_threads() == before
