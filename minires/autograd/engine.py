@@ -16,6 +16,7 @@ from __future__ import annotations
 import heapq
 
 from minires.autograd.config import config
+from minires.autograd.debug import check_backward
 from minires.autograd.tensor import unwrap
 
 
@@ -75,8 +76,8 @@ def backward(root, gy=None) -> None:
             gys.append(entry[1] if entry is not None else None)
         if all(g is None for g in gys):
             continue
-        xp = fn.inputs[0].xp
-        gys = [g if g is not None else xp.zeros(*spec) for g, spec in zip(gys, fn.output_specs)]
+        gys = [g if g is not None else fn.k.xp.zeros(*spec)
+               for g, spec in zip(gys, fn.output_specs)]
         gxs = fn.backward(*gys)
         if not isinstance(gxs, tuple):
             gxs = (gxs,)
@@ -84,7 +85,6 @@ def backward(root, gy=None) -> None:
             raise RuntimeError(f"{fn.name}.backward returned {len(gxs)} gradients for "
                                f"{len(fn.inputs)} inputs")
         if config.debug:
-            from minires.autograd.debug import check_backward
             check_backward(fn, gxs)
         for x, gx, needed in zip(fn.inputs, gxs, fn.needs_input_grad):
             if not needed or gx is None:
