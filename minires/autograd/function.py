@@ -9,7 +9,9 @@ A subclass implements
   chosen once here so that no Function ever asks which device it runs on.
 * ``backward(*gys) -> tuple``: one gradient array per forward input, in order, or ``None`` for
   an input whose gradient is not needed (``self.needs_input_grad[i]`` is False). ``gys`` holds
-  one array per output; an output nobody used gets zeros.
+  one array per output; an output nobody used gets zeros. A gradient is either a new array or
+  one of ``gys`` (or a view of one), never an array the Function keeps (nor a view of one):
+  the engine hands a new array to a leaf as its own ``.grad`` without copying it.
 
 Calling a Function instance wraps its inputs as Tensors, runs ``forward``, and, when recording
 is on and some input requires a gradient, links the outputs to this node of the graph.
