@@ -85,8 +85,8 @@ def make_lesson(channels: int = 2, size: int = 4, batch: int = 2, seed: int = 0)
 
 def untied_copy(block: BasicBlock) -> BasicBlock:
     """A block like ``block`` whose two convolutions have SEPARATE weights, both initialised to
-    the shared weight's values (and the same BatchNorms). Each copy's gradient is what its use
-    contributes to the shared weight's gradient."""
+    the shared weight's values (its BatchNorms hold the same values too). Each copy's gradient
+    is what its use contributes to the shared weight's gradient."""
     C, dtype = block.conv1.in_channels, block.conv1.weight.dtype
     # The generator only fills weights that load_state_dict then overwrites.
     untied = BasicBlock(C, C, share_convs=False, rng=np.random.default_rng(0), dtype=dtype)
@@ -124,8 +124,6 @@ def node_label(fn, module_names: dict) -> str:
 
 def leaf_labels(block) -> dict:
     """``{id(parameter): label}``: the shared weight is ``W``, the others keep their names."""
-    labels = {}
-    for first, names in block.parameter_uses().items():
-        param = dict(block.named_parameters())[first]
-        labels[id(param)] = "W" if len(names) > 1 else first
-    return labels
+    params = dict(block.named_parameters())
+    return {id(params[first]): "W" if len(names) > 1 else first
+            for first, names in block.parameter_uses().items()}
