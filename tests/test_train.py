@@ -113,7 +113,7 @@ def test_interrupt_in_the_first_epoch_leaves_a_resumable_checkpoint(tmp_path):
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")  # overflow on the way to NaN is the point
 def test_nan_loss_raises_training_error_naming_epoch_and_batch(tmp_path):
     with pytest.raises(TrainingError, match=r"epoch 1, batch \d+ of 3"):
-        train(tiny(tmp_path, lr=1e12, momentum=0.0, epochs=1))
+        train(tiny(tmp_path, lr=1e12, momentum=0.0, epochs=1, schedule="constant"))
     checkpoint = load_checkpoint(tmp_path / "last.h5")
     assert checkpoint.epoch == 0  # nothing diverged was saved
 
