@@ -54,7 +54,8 @@ def _output_file(ctx, param, value):
 @click.command()
 @click.option("--seed", type=click.IntRange(min=0), default=0,
               help="Seeds the block's weights, the input and the upstream gradient.")
-@click.option("--channels", type=click.IntRange(min=1, max=8), default=2)
+@click.option("--channels", type=click.IntRange(min=1, max=8), default=2,
+              help="Channels C of the block (W is C x C x 3 x 3).")
 @click.option("--size", type=click.IntRange(min=2, max=16), default=4, help="Input height/width.")
 @click.option("--entries", type=click.IntRange(min=1, max=12), default=6,
               help="Weight entries to show side by side.")
@@ -80,7 +81,7 @@ def explain(seed, channels, size, entries, trace, steps, bug, dot, png):
     lesson = make_lesson(channels=channels, size=size, seed=seed)
     reports = [explain_shared_gradient(lesson, entries)]
     if trace:
-        reports.append(trace_backward(lesson, entries))
+        reports.append(trace_backward(lesson, min(entries, 6)))  # one entry per column
     if steps:
         reports.append(explain_steps(lesson, entries=min(entries, 4)))
     if bug is not None:
