@@ -129,6 +129,8 @@ _SIGNATURE = re.compile(r"template\s*<typename T>\s*__global__\s+void\s+(\w+)\s*
 INSTANCES = ("float", "double")
 
 # C parameter type -> what the argument must be: ("array", dtype) or ("scalar", numpy type).
+# Any other type is a struct passed by value: a one-element structured NumPy array of the
+# struct's size (which is what CuPy passes by value).
 _PARAM_TYPES = {
     "float*": ("array", np.float32), "double*": ("array", np.float64),
     "long long*": ("array", np.int64), "int*": ("array", np.int32),
@@ -149,7 +151,7 @@ def kernel_signatures(source: str) -> dict:
             for p in params.split(","):
                 p = " ".join(p.replace("const ", "").replace("*", " * ").split())
                 ctype, pname = p.rsplit(" ", 1)
-                ctype = " ".join(instance if word == "T" else word for word in ctype.split())
+                ctype = re.sub(r"\bT\b", instance, ctype)
                 parsed.append((ctype.replace(" *", "*"), pname))
             kernels[f"{name}<{instance}>"] = parsed
     return kernels
@@ -174,12 +176,33 @@ def _symbol(expression: str) -> str:
     return expression.replace("<", "_").replace(">", "")
 
 
+def is_struct(ctype: str) -> bool:
+    """Whether a parameter of C type ``ctype`` is a struct passed by value."""
+    return not ctype.endswith("*") and ctype not in _PARAM_TYPES
+
+
 def _launcher(expression, params, cooperative: bool) -> str:
-    decl = ", ".join(f"{'void*' if t.endswith('*') else t} {n}" for t, n in params)
-    call = ", ".join(f"({t}){n}" if t.endswith("*") else n for t, n in params)
+    def declared(t, n):
+        return f"void* {n}" if t.endswith("*") or is_struct(t) else f"{t} {n}"
+
+    def passed(t, n):
+        if is_struct(t):
+            return f"*reinterpret_cast<const {t}*>({n})"
+        return f"({t}){n}" if t.endswith("*") else n
+
+    decl = ", ".join(declared(t, n) for t, n in params)
+    call = ", ".join(passed(t, n) for t, n in params)
     launch = "emu_launch" if cooperative else "emu_launch_serial"
     return (f'extern "C" void launch_{_symbol(expression)}(unsigned grid, unsigned block, '
             f"{decl}) {{\n    {launch}(grid, block, [=] {{ {expression}({call}); }});\n}}\n")
+
+
+def _sizeof(ctype: str) -> str:
+    return f'extern "C" unsigned long sizeof_{_symbol(ctype)}() {{ return sizeof({ctype}); }}\n'
+
+
+def _struct_types(signatures) -> set:
+    return {t for params in signatures.values() for t, _ in params if is_struct(t)}
 
 
 def compiler_available() -> bool:
@@ -198,6 +221,7 @@ class EmulatedLibrary:
             self.signatures.update(kernel_signatures(sources[name]))
             self.cooperative |= cooperative_kernels(sources[name])
         parts += [_launcher(n, p, n in self.cooperative) for n, p in self.signatures.items()]
+        parts += [_sizeof(t) for t in sorted(_struct_types(self.signatures))]
         text = "\n".join(parts)
         digest = hashlib.sha256(text.encode()).hexdigest()[:16]
         build_dir.mkdir(parents=True, exist_ok=True)
@@ -205,7 +229,10 @@ class EmulatedLibrary:
         if not lib.exists():
             cpp = build_dir / f"emulated_{digest}.cpp"
             cpp.write_text(text)
-            cmd = ["g++", "-std=c++20", "-O1", "-shared", "-fPIC", "-pthread",
+            # -ffp-contract=off: no fused multiply-adds, as NVRTC with --fmad=false; the
+            # kernels then round each operation as NumPy does.
+            cmd = ["g++", "-std=c++20", "-O1", "-ffp-contract=off", "-shared", "-fPIC",
+                   "-pthread",
                    "-Wall", "-Werror", "-Wno-unused-function", "-Wno-unused-variable",
                    str(cpp), "-o", str(lib)]
             out = subprocess.run(cmd, capture_output=True, text=True, check=False)
@@ -213,6 +240,7 @@ class EmulatedLibrary:
                 raise RuntimeError(f"g++ failed on the emulated kernels:\n{out.stderr}")
         self.lib = ctypes.CDLL(str(lib))
         self.launches = []  # (kernel name, grid, block) of every launch, for tests to inspect
+        self.launched_args = []  # (kernel name, arguments) of every launch
 
     def launch(self, name, grid, block, args):
         """Launch kernel ``name`` (a name expression such as ``im2col<float>``), checking each
@@ -226,6 +254,10 @@ class EmulatedLibrary:
             raise ValueError(f"{name}: invalid launch grid={grid} block={block}")
         converted, argtypes = [], [ctypes.c_uint, ctypes.c_uint]
         for (ctype, pname), a in zip(params, args):
+            if is_struct(ctype):
+                converted.append(ctypes.c_void_p(self._struct_argument(name, ctype, pname, a)))
+                argtypes.append(ctypes.c_void_p)
+                continue
             kind, want = _PARAM_TYPES[ctype]
             if kind == "array":
                 if not isinstance(a, np.ndarray) or a.dtype != want:
@@ -243,8 +275,67 @@ class EmulatedLibrary:
                 argtypes.append(_CTYPES[want])
         fn = getattr(self.lib, f"launch_{_symbol(name)}")
         fn.argtypes, fn.restype = argtypes, None
+        self.launched_args.append((name, args))
         self.launches.append((name, g, b))
         fn(g, b, *converted)
+
+    def _struct_argument(self, name, ctype, pname, a) -> int:
+        """The address of a struct argument: a one-element structured NumPy array exactly as
+        large as the C struct (CuPy passes such an array's bytes by value)."""
+        size = getattr(self.lib, f"sizeof_{_symbol(ctype)}")
+        size.restype = ctypes.c_ulong
+        if (type(a) is not np.ndarray or a.size != 1 or a.dtype.fields is None
+                or a.dtype.itemsize != size()):
+            raise TypeError(f"{name}: {pname} must be a one-element structured NumPy array of "
+                            f"{size()} bytes (the size of {ctype}), got {type(a).__name__} "
+                            f"{getattr(a, 'dtype', '')}")
+        return a.ctypes.data
+
+
+def _column_major(array, offset, rows, cols, ld, what):
+    """The ``rows x cols`` column-major matrix with leading dimension ``ld`` that starts
+    ``offset`` elements into ``array`` (a C-contiguous array read as flat memory), as a view;
+    AssertionError when it reaches past the array, as cuBLAS would read or write there."""
+    flat = array.reshape(-1)
+    if rows == 0 or cols == 0:
+        return np.zeros((rows, cols), dtype=array.dtype)
+    last = offset + (rows - 1) + (cols - 1) * ld
+    assert 0 <= offset and last < flat.size, (
+        f"cuBLAS would access {what}[{last}] of an array of {flat.size} elements")
+    item = flat.itemsize
+    return np.lib.stride_tricks.as_strided(flat[offset:], shape=(rows, cols),
+                                           strides=(item, ld * item))
+
+
+class EmulatedCublas:
+    """cuBLAS's GEMMs in NumPy, taking exactly the column-major arguments that
+    ``minires.kernels.cuda.blas.Cublas`` hands the library (and refusing what cuBLAS refuses),
+    so that leading dimensions, strides and transposes are checked without a GPU. Every call is
+    recorded in ``calls``."""
+
+    def __init__(self):
+        self.calls = []
+
+    def gemm_strided_batched(self, transa, transb, m, n, k, alpha, A, lda, strideA, B, ldb,
+                             strideB, beta, C, ldc, strideC, batch):
+        assert transa in (0, 1) and transb in (0, 1), "cublasOperation_t is 0 (N) or 1 (T)"
+        assert min(m, n, k) >= 0 and batch >= 1
+        assert lda >= max(1, m if transa == 0 else k), "CUBLAS_STATUS_INVALID_VALUE: lda"
+        assert ldb >= max(1, k if transb == 0 else n), "CUBLAS_STATUS_INVALID_VALUE: ldb"
+        assert ldc >= max(1, m), "CUBLAS_STATUS_INVALID_VALUE: ldc"
+        assert A.dtype == B.dtype == C.dtype, "one dtype for A, B and C"
+        for x in (A, B, C):
+            assert isinstance(x, np.ndarray) and x.flags.c_contiguous
+        self.calls.append(dict(transa=transa, transb=transb, m=m, n=n, k=k, batch=batch,
+                               alpha=alpha, beta=beta))
+        for i in range(batch):
+            a = _column_major(A, i * strideA, *((m, k) if transa == 0 else (k, m)), lda, "A")
+            b = _column_major(B, i * strideB, *((k, n) if transb == 0 else (n, k)), ldb, "B")
+            c = _column_major(C, i * strideC, m, n, ldc, "C")
+            product = (a if transa == 0 else a.T) @ (b if transb == 0 else b.T)
+            # As cuBLAS: with beta == 0, C is written without being read (NaN there is fine).
+            value = alpha * product if beta == 0 else alpha * product + beta * c
+            c[...] = value.astype(C.dtype)
 
 
 GUARD = 64                  # elements of guard zone on each side of an array made by ``empty``
@@ -293,6 +384,11 @@ class EmulatedDeviceArray(np.ndarray):
 class EmulatedMemoryPointer:
     def __init__(self, array):
         self.array = array
+
+    @property
+    def ptr(self) -> int:
+        """Like ``cupy.cuda.MemoryPointer.ptr``: the address of the array's first element."""
+        return self.array.ctypes.data
 
 
 EmulatedDeviceArray.__module__ = EmulatedMemoryPointer.__module__ = "cupy_emulated"

@@ -27,7 +27,7 @@ SOFTMAX_SHAPES = [(1, 3), (13, 10), (9, 100), (4, 33)]
 SGD_SETTINGS = [(0.0, False, 0.0), (0.0, False, 5e-4), (0.9, False, 1e-4), (0.9, True, 5e-4)]
 #: The backend functions one training step of a ResNet calls.
 STEP_KERNELS = ("conv2d_forward", "conv2d_backward", "batch_norm_forward", "batch_norm_backward",
-                "relu_forward", "relu_backward", "softmax_cross_entropy_forward",
+                "add_relu_forward", "relu_backward", "matmul", "softmax_cross_entropy_forward",
                 "softmax_cross_entropy_backward", "sgd_step")
 
 

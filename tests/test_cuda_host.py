@@ -41,8 +41,30 @@ def test_reduction_threads_is_a_warp_multiple_power_of_two(count):
     assert threads == 32 or (threads // 2) * 8 < count  # the smallest such block
 
 
-def test_per_channel_and_rows_launch():
-    assert launch.per_channel_launch(16, 128 * 1024) == ((16,), (1024,))
+@pytest.mark.parametrize("C,count", [(16, 128 * 1024), (64, 128 * 64), (3, 800), (640, 64 * 64),
+                                     (1, 10**7)])
+def test_per_channel_launch_spreads_channels_over_blocks(C, count):
+    (grid,), (block,), B = launch.per_channel_launch(C, count)
+    assert grid == C * B and B == launch.channel_blocks(C, count)
+    assert B == 1 or count // B >= launch.THREADS * launch.MIN_VALUES_PER_THREAD
+    assert grid <= max(C, launch.CHANNEL_REDUCTION_BLOCKS + C)  # about the target, no more
+    assert 32 <= block <= launch.THREADS and block & (block - 1) == 0
+
+
+def test_resnet_batch_norms_keep_many_blocks_busy():
+    """ResNet-20 at batch 128: every BatchNorm gets hundreds of blocks, not one per channel."""
+    for C, S in ((16, 32 * 32), (32, 16 * 16), (64, 8 * 8)):
+        (grid,), _, _ = launch.per_channel_launch(C, 128 * S)
+        assert grid >= 512, (C, S, grid)
+
+
+def test_planes_launch():
+    assert launch.planes_launch(128 * 16, 1024) == ((2048,), (256,))
+    assert launch.planes_launch(128 * 64, 64) == ((8192,), (64,))
+    assert launch.planes_launch(10**6, 9) == ((launch.MAX_BLOCKS,), (32,))
+
+
+def test_rows_launch():
     (grid,), (block,) = launch.rows_launch(130)
     assert block == 32 * launch.WARPS_PER_BLOCK and grid * launch.WARPS_PER_BLOCK >= 130
     assert (grid - 1) * launch.WARPS_PER_BLOCK < 130

@@ -15,12 +15,13 @@ this package never imports CuPy: the wrappers import it when they first launch, 
 imports it when first read. Every kernel has a NumPy reference in the tests
 (tests/cuda_reference.py) that the emulator and GPU tests compare it with.
 """
-from minires.kernels.cuda.activation import relu_backward, relu_forward
+from minires.kernels.cuda.activation import add_relu_forward, relu_backward, relu_forward
 from minires.kernels.cuda.augment import crop_flip_normalize
 from minires.kernels.cuda.batchnorm import batch_norm_backward, batch_norm_forward
 from minires.kernels.cuda.conv import col2im, conv2d_backward, conv2d_forward, im2col
 from minires.kernels.cuda import loader
 from minires.kernels.cuda.indexing import scatter_add
+from minires.kernels.cuda.linalg import matmul
 from minires.kernels.cuda.loss import (softmax_cross_entropy_backward,
                                        softmax_cross_entropy_forward)
 from minires.kernels.cuda.sgd import sgd_step
@@ -30,6 +31,7 @@ device = "cuda"
 
 __all__ = ["xp", "device", "im2col", "col2im", "conv2d_forward", "conv2d_backward",
            "batch_norm_forward", "batch_norm_backward", "relu_forward", "relu_backward",
+           "add_relu_forward", "matmul",
            "softmax_cross_entropy_forward", "softmax_cross_entropy_backward", "sgd_step",
            "crop_flip_normalize", "scatter_add"]
 
