@@ -26,6 +26,7 @@ from minires import models, optim
 from minires.autograd import Tensor
 from minires.backend import xp_for
 from minires.checkpoint import load_checkpoint, restore_model, restore_optimizer, save_checkpoint
+from minires.cuda_graph import GraphedTrainStep
 from minires.data import Loader, load_dataset
 from minires.errors import DataError, TrainingError
 from minires.evaluate import evaluate
@@ -234,12 +235,13 @@ def train(config: TrainConfig, on_start=None, on_epoch=None, on_batch=None) -> T
     if on_start is not None:
         on_start(config)
     saved = state.copy()  # what last.h5 holds
+    step = GraphedTrainStep(train_step) if config.cuda_graph else train_step
     position, interrupted_at = _Position(epoch=state.epoch + 1), None
     try:
         for epoch in range(state.epoch + 1, config.epochs + 1):
             position.epoch = epoch
             row = _run_epoch(model, optimizer, schedule, train_loader, test_loader, config,
-                             position, on_batch)
+                             position, on_batch, step)
             state.record(row)
             if state.best_epoch == epoch:
                 # best.h5 before last.h5: an interruption between the two repeats this epoch
@@ -273,11 +275,11 @@ class _Position:
 
 
 def _run_epoch(model, optimizer, schedule, train_loader, test_loader, config, position,
-               on_batch) -> dict:
+               on_batch, step=train_step) -> dict:
     """Train one epoch (``position.epoch``), then evaluate; returns the epoch's metric row."""
     started = time.perf_counter()
     train_loss, train_error = _train_epoch(model, optimizer, schedule, train_loader, config,
-                                           position, on_batch)
+                                           position, on_batch, step)
     train_seconds = time.perf_counter() - started
     position.batch = None
     test_loss, test_error = evaluate(model, test_loader)
@@ -287,7 +289,8 @@ def _run_epoch(model, optimizer, schedule, train_loader, test_loader, config, po
             "images_per_s": len(train_loader.labels) / train_seconds}
 
 
-def _train_epoch(model, optimizer, schedule, loader, config, position, on_batch):
+def _train_epoch(model, optimizer, schedule, loader, config, position, on_batch,
+                 step=train_step):
     """One pass over the training set; returns ``(mean loss, error rate)``."""
     epoch, num_batches = position.epoch, len(loader)
     position.batch = 0
@@ -302,7 +305,7 @@ def _train_epoch(model, optimizer, schedule, loader, config, position, on_batch)
         position.batch = batch
         # The rate follows the schedule within the epoch (warm-up and cosine are smooth).
         optimizer.lr = float(schedule(epoch - 1 + (batch - 1) / num_batches))
-        loss, mistakes = train_step(model, optimizer, x, y)
+        loss, mistakes = step(model, optimizer, x, y)
         loss_sum, mistakes_sum = loss_sum + loss * len(y), mistakes_sum + mistakes
         if stop_at_once:
             _check_finite(float(loss), epoch, batch, num_batches, optimizer.lr)

@@ -365,20 +365,75 @@ class GuardedAllocator:
             assert (guards == sentinel).all(), "a kernel wrote outside its output array"
 
 
+class CaptureError(RuntimeError):
+    """What CUDA or CuPy reports for an operation that a capturing stream does not allow."""
+
+
 class EmulatedDeviceArray(np.ndarray):
     """A NumPy array that minires takes for a CuPy one (``minires.backend.is_cuda_array`` looks
     at the type's module), so the library's CUDA branches run, on the emulator. NumPy keeps the
-    subclass through arithmetic, so whole forward and backward passes stay "on the device"."""
+    subclass through arithmetic, so whole forward and backward passes stay "on the device".
+
+    Reading a value on the host (``get``, ``item``, ``float``, ``int``, ``bool``, ``tolist``)
+    is a synchronisation on a GPU: each one is counted in ``host_reads``, and while
+    ``capturing`` is set (a fake CUDA graph capture, see tests/graph_emulator.py) it raises
+    :class:`CaptureError`, as does ``@`` (``cupy.matmul``, whose cuBLAS call CuPy refuses
+    during capture).
+    """
+
+    capturing = False
+    host_reads = 0
+
+    @classmethod
+    def host_read(cls, what: str) -> None:
+        if cls.capturing:
+            raise CaptureError(f"{what} waits for the GPU, which a capturing stream forbids")
+        cls.host_reads += 1
 
     def get(self):
         """Like ``cupy.ndarray.get``: a plain NumPy copy."""
+        self.host_read("get()")
         return np.array(self)
+
+    def item(self, *args):
+        self.host_read("item()")
+        return np.ndarray.item(self, *args)
+
+    def tolist(self):
+        self.host_read("tolist()")
+        return np.ndarray.tolist(self)
+
+    def __float__(self):
+        self.host_read("float()")
+        return float(np.ndarray.item(self))
+
+    def __int__(self):
+        self.host_read("int()")
+        return int(np.ndarray.item(self))
+
+    def __bool__(self):
+        self.host_read("bool()")
+        return bool(np.ndarray.item(self))
+
+    def __matmul__(self, other):
+        _no_cublas_in_capture("the @ operator")
+        return np.ndarray.__matmul__(self, other)
+
+    def __rmatmul__(self, other):
+        _no_cublas_in_capture("the @ operator")
+        return np.ndarray.__rmatmul__(self, other)
 
     @property
     def data(self):
         """Like ``cupy.ndarray.data`` (a ``cupy.cuda.MemoryPointer``), not a memoryview:
         ``minires.backend`` looks at ``getattr(a, "data", a)`` to tell Tensors from arrays."""
         return EmulatedMemoryPointer(self)
+
+
+def _no_cublas_in_capture(what):
+    if EmulatedDeviceArray.capturing:
+        raise CaptureError(f"{what} is cupy.matmul, whose cuBLAS call CuPy refuses during "
+                           f"stream capture")
 
 
 class EmulatedMemoryPointer:
@@ -424,7 +479,32 @@ def fake_cupy(library: EmulatedLibrary, allocator: GuardedAllocator):
 
     fake.empty = empty
     fake.empty_like = lambda a, dtype=None: empty(a.shape, dtype or a.dtype)
-    fake.asnumpy = lambda a: np.array(a)
+
+    def asnumpy(a):
+        EmulatedDeviceArray.host_read("cupy.asnumpy")
+        return np.array(a)
+
+    def from_device_only(name):
+        fn = on_device(getattr(np, name))
+
+        def wrapped(a, *args, **kwargs):
+            if EmulatedDeviceArray.capturing and not isinstance(a, EmulatedDeviceArray):
+                raise CaptureError(f"cupy.{name} of host data is a host-to-device copy, which "
+                                   f"a capturing stream forbids")
+            return fn(a, *args, **kwargs)
+        return wrapped
+
+    def refused_in_capture(name, value):
+        def wrapped(*args, **kwargs):
+            if EmulatedDeviceArray.capturing:
+                raise CaptureError(f"cupy.{name} is refused by CuPy during stream capture")
+            return value(*args, **kwargs)
+        return wrapped
+
+    fake.asnumpy = asnumpy
+    fake.asarray, fake.array = from_device_only("asarray"), from_device_only("array")
+    fake.matmul = refused_in_capture("matmul", on_device(np.matmul))
+    fake.dot = refused_in_capture("dot", on_device(np.dot))
 
     class RawKernel:
         def __init__(self, name):

@@ -32,7 +32,7 @@ pytestmark = pytest.mark.skipif(not emu.compiler_available(),
 @pytest.fixture(scope="module")
 def library(tmp_path_factory):
     sources = {name: loader.source(name) for name in loader.source_names()}
-    return emu.EmulatedLibrary(sources, tmp_path_factory.mktemp("emulated_cuda"))
+    return emu.EmulatedLibrary(sources, tmp_path_factory.getbasetemp() / "emulated_cuda")
 
 
 @pytest.fixture
