@@ -66,6 +66,41 @@ def test_im2col_and_col2im(gpu, geometry, dtype):
     checks.check_im2col_col2im(dev, host, geometry, dtype)
 
 
+@pytest.mark.parametrize("geometry", GEOMETRIES)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_conv2d(gpu, geometry, dtype):
+    checks.check_conv2d(dev, host, geometry, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_matmul(gpu, dtype):
+    checks.check_matmul(dev, host, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_add_relu(gpu, dtype):
+    checks.check_add_relu(dev, host, dtype)
+
+
+@pytest.mark.parametrize("lr_on_device", [False, True])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_sgd_is_numpy_bit_for_bit(gpu, dtype, lr_on_device):
+    """The emulator compiles without contraction (-ffp-contract=off), as NVRTC with
+    --fmad=false: the kernel's arithmetic is NumPy's, operation by operation."""
+    checks.check_sgd_is_numpy_bit_for_bit(dev, host, dtype, lr_on_device)
+
+
+def test_sgd_over_many_parameters(gpu):
+    checks.check_sgd_over_many_parameters(dev, host)
+    # 103 float32 parameters in two launches, 3 float64 ones in a third.
+    assert sorted(name for name, _, _ in gpu.launches) == [
+        "sgd_update<double>", "sgd_update<float>", "sgd_update<float>"]
+
+
+def test_batch_norm_with_a_large_mean(gpu):
+    checks.check_batch_norm_with_a_large_mean(dev, host)
+
+
 def test_non_contiguous_input(gpu):
     checks.check_non_contiguous_input(dev, host)
 

@@ -238,3 +238,50 @@ def test_benchmark_report_and_no_gpu_exit(capsys):
         pytest.skip("a GPU is present: the no-GPU exit cannot be observed")
     assert bench.main(["--depths", "20"]) == 2
     assert "no usable NVIDIA GPU" in capsys.readouterr().err
+
+
+# -- compile options and kernel arguments --------------------------------------------------------
+
+def test_only_the_sgd_source_is_compiled_without_fused_multiply_adds():
+    assert loader.compile_options("sgd.cu") == loader.COMPILE_OPTIONS + ("--fmad=false",)
+    assert loader.compile_options("im2col.cu") == loader.COMPILE_OPTIONS
+
+
+def _ptx(name, own_options):
+    try:
+        from cupy_backends.cuda.libs import nvrtc
+        nvrtc.getVersion()
+    except Exception as exc:  # noqa: BLE001 - no CuPy or no NVRTC library: skip
+        pytest.skip(f"NVRTC is not available through CuPy ({type(exc).__name__})")
+    # As CuPy compiles a RawModule: our options, -arch, then its own -ftz=true.
+    options = list(own_options) + [
+        "-arch=compute_90", "--device-as-default-execution-space", "-ftz=true"]
+    program = nvrtc.createProgram(loader.source(name), name, (), ())
+    try:
+        for expression in loader.name_expressions(name):
+            nvrtc.addNameExpression(program, expression)
+        nvrtc.compileProgram(program, options)
+        ptx = nvrtc.getPTX(program)
+    finally:
+        nvrtc.destroyProgram(program)
+    return ptx.decode() if isinstance(ptx, bytes) else ptx
+
+
+def test_the_sgd_update_has_no_fused_multiply_add():
+    """With --fmad=false NVRTC keeps each product and sum separately rounded (mul.rn, add.rn),
+    as NumPy computes them; without it, the same source contracts into fma instructions."""
+    ptx = _ptx("sgd.cu", loader.compile_options("sgd.cu"))
+    assert "fma." not in ptx
+    assert re.search(r"mul\.rn(\.ftz)?\.f32", ptx) and re.search(r"mul\.rn\.f64", ptx)
+    assert "fma.rn" in _ptx("sgd.cu", loader.COMPILE_OPTIONS)
+
+
+def test_sgd_tensor_list_fits_the_classic_kernel_argument_limit():
+    from minires.kernels.cuda import sgd
+    for dtype in (np.float32, np.float64):
+        layout = sgd.tensor_list_dtype(dtype)
+        # the struct, two pointers' worth of other arguments: within 4 KB on every GPU
+        assert layout.itemsize + 8 + 8 * 2 + 4 * 2 <= 4096
+        assert layout.fields["start"][1] % 4 == 0 and layout.alignment == 8
+    src = loader.source("sgd.cu")
+    assert f"#define MINIRES_SGD_MAX_TENSORS {sgd.MAX_TENSORS}" in src
