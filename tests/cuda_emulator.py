@@ -1,12 +1,13 @@
 """Run minires' CUDA kernels on the CPU, for machines without a GPU.
 
 The ``.cu`` sources are compiled as ordinary C++ (g++) after a small shim that defines what CUDA
-provides: ``threadIdx``/``blockIdx`` (thread-local), ``__syncthreads`` (a block-wide
-``std::barrier``), warp shuffles (a per-warp exchange through memory between two barriers) and
-``__shared__`` (a function-local ``static``, shared by the block's threads; blocks run one after
-another). A kernel that synchronises runs one OS thread per CUDA thread of a block, so barriers
-and shuffles behave as on a GPU for the kernels' purposes, including threads that return early;
-a kernel that never synchronises runs its threads one after another.
+provides: ``threadIdx``/``blockIdx``, ``__syncthreads`` (a block-wide barrier), warp shuffles (a
+per-warp exchange through memory between two barriers) and ``__shared__`` (a function-local
+``static``, shared by the block's threads; blocks run one after another). A kernel that
+synchronises runs each CUDA thread of a block as a fiber (its own stack, switched with
+``ucontext`` on one OS thread), so barriers and shuffles behave as on a GPU for the kernels'
+purposes, including threads that return early; a kernel that never synchronises runs its
+threads one after another.
 
 :func:`fake_cupy` returns a stand-in ``cupy`` module: NumPy plus a ``RawModule`` whose kernels run
 on the emulator. Installed as ``sys.modules["cupy"]``, it lets the real Python wrappers in
@@ -30,18 +31,17 @@ from pathlib import Path
 import numpy as np
 
 SHIM = r"""
-#include <barrier>
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <memory>
-#include <thread>
+#include <ucontext.h>
 #include <vector>
 
 struct dim3 { unsigned x = 1, y = 1, z = 1; };
-static dim3 gridDim, blockDim;
-static thread_local dim3 threadIdx, blockIdx;
-static std::barrier<>* emu_block_barrier = nullptr;
-static std::vector<std::unique_ptr<std::barrier<>>> emu_warp_barriers;
+static dim3 gridDim, blockDim, threadIdx, blockIdx;
 static unsigned long long emu_slots[1024];
 
 #define __global__
@@ -49,7 +49,53 @@ static unsigned long long emu_slots[1024];
 #define __forceinline__ inline
 #define __shared__ static
 
-inline void __syncthreads() { emu_block_barrier->arrive_and_wait(); }
+// Kernels that synchronise run each CUDA thread of a block as a fiber (its own stack, ucontext)
+// on this one OS thread: a fiber runs until it waits at a barrier or returns, then the next
+// runnable one continues. A barrier releases its waiters when every thread still running has
+// arrived (an exited thread no longer takes part, as on a GPU); barrier 0 is the block's
+// (__syncthreads), barrier 1 + w warp w's (shuffles).
+struct EmuFiber {
+    ucontext_t context;
+    bool finished;
+    int waiting_on;  // -1: runnable
+};
+struct EmuBarrier { unsigned expected, arrived; };
+static std::vector<EmuFiber> emu_fibers;
+static std::vector<std::unique_ptr<char[]>> emu_stacks;
+static std::vector<EmuBarrier> emu_barriers;
+static ucontext_t emu_scheduler;
+static std::function<void()> emu_body;
+static const size_t EMU_STACK = 256 * 1024;
+
+static void emu_release(int which) {
+    EmuBarrier& b = emu_barriers[which];
+    if (b.expected > 0 && b.arrived == b.expected) {
+        b.arrived = 0;
+        for (auto& f : emu_fibers) {
+            if (f.waiting_on == which) f.waiting_on = -1;
+        }
+    }
+}
+
+static void emu_wait(int which) {
+    EmuFiber& me = emu_fibers[threadIdx.x];
+    ++emu_barriers[which].arrived;
+    me.waiting_on = which;
+    emu_release(which);  // the last to arrive releases everyone, itself included
+    if (me.waiting_on != -1) swapcontext(&me.context, &emu_scheduler);
+}
+
+static void emu_fiber_main() {
+    emu_body();
+    EmuFiber& me = emu_fibers[threadIdx.x];
+    me.finished = true;
+    for (int which : {0, 1 + (int)(threadIdx.x >> 5)}) {
+        --emu_barriers[which].expected;
+        emu_release(which);
+    }
+}  // returns to emu_scheduler through uc_link
+
+inline void __syncthreads() { emu_wait(0); }
 inline float __int_as_float(int i) { float f; std::memcpy(&f, &i, sizeof f); return f; }
 inline double __longlong_as_double(long long i) {
     double d; std::memcpy(&d, &i, sizeof d); return d;
@@ -58,12 +104,12 @@ inline double __longlong_as_double(long long i) {
 template <typename T> T emu_shuffle(T v, unsigned source_lane) {
     const unsigned t = threadIdx.x, warp = t >> 5;
     std::memcpy(&emu_slots[t], &v, sizeof(T));
-    emu_warp_barriers[warp]->arrive_and_wait();
+    emu_wait(1 + warp);
     T r = v;
     if (source_lane < 32 && warp * 32 + source_lane < blockDim.x) {
         std::memcpy(&r, &emu_slots[warp * 32 + source_lane], sizeof(T));
     }
-    emu_warp_barriers[warp]->arrive_and_wait();
+    emu_wait(1 + warp);
     return r;
 }
 template <typename T> T __shfl_down_sync(unsigned, T v, int offset) {
@@ -89,38 +135,46 @@ template <typename F> static void emu_launch_serial(unsigned grid, unsigned bloc
 template <typename F> static void emu_launch(unsigned grid, unsigned block, F body) {
     gridDim.x = grid;
     blockDim.x = block;
-    // One OS thread per CUDA thread of a block, reused for every block in turn. Each block
-    // gets fresh barriers (a thread that returned early was dropped from the old ones); the
-    // two waits on `between` make sure nobody still uses them while thread 0 replaces them.
-    std::unique_ptr<std::barrier<>> block_barrier;
-    std::barrier<> between(block);
-    auto fresh_barriers = [&] {
-        block_barrier = std::make_unique<std::barrier<>>(block);
-        emu_block_barrier = block_barrier.get();
-        emu_warp_barriers.clear();
-        for (unsigned w = 0; w * 32 < block; ++w) {
-            const unsigned lanes = block - w * 32 < 32 ? block - w * 32 : 32;
-            emu_warp_barriers.push_back(std::make_unique<std::barrier<>>(lanes));
+    emu_body = body;
+    while (emu_stacks.size() < block) emu_stacks.emplace_back(new char[EMU_STACK]);
+    const unsigned warps = (block + 31) / 32;
+    for (unsigned b = 0; b < grid; ++b) {
+        blockIdx.x = b;
+        emu_barriers.assign(1 + warps, EmuBarrier{0, 0});
+        emu_barriers[0].expected = block;
+        for (unsigned w = 0; w < warps; ++w) {
+            emu_barriers[1 + w].expected = block - w * 32 < 32 ? block - w * 32 : 32;
         }
-    };
-    fresh_barriers();
-    std::vector<std::thread> threads;
-    for (unsigned t = 0; t < block; ++t) {
-        threads.emplace_back([=, &between, &fresh_barriers] {
-            for (unsigned b = 0; b < grid; ++b) {
-                blockIdx.x = b;
-                threadIdx.x = t;
-                body();
-                // An exited thread no longer takes part in barriers, as on the GPU.
-                emu_warp_barriers[t >> 5]->arrive_and_drop();
-                emu_block_barrier->arrive_and_drop();
-                between.arrive_and_wait();
-                if (t == 0) fresh_barriers();
-                between.arrive_and_wait();
+        emu_fibers.assign(block, EmuFiber{});
+        for (unsigned t = 0; t < block; ++t) {
+            EmuFiber& f = emu_fibers[t];
+            f.finished = false;
+            f.waiting_on = -1;
+            getcontext(&f.context);
+            f.context.uc_stack.ss_sp = emu_stacks[t].get();
+            f.context.uc_stack.ss_size = EMU_STACK;
+            f.context.uc_link = &emu_scheduler;
+            makecontext(&f.context, emu_fiber_main, 0);
+        }
+        for (unsigned done = 0; done < block;) {
+            bool progress = false;
+            done = 0;
+            for (unsigned t = 0; t < block; ++t) {
+                EmuFiber& f = emu_fibers[t];
+                if (!f.finished && f.waiting_on == -1) {
+                    threadIdx.x = t;
+                    swapcontext(&emu_scheduler, &f.context);
+                    progress = true;
+                }
+                done += f.finished;
             }
-        });
+            if (!progress && done < block) {
+                std::fprintf(stderr, "emulated kernel deadlocked: threads wait at a barrier "
+                                     "that the others never reach\n");
+                std::abort();
+            }
+        }
     }
-    for (auto& th : threads) th.join();
 }
 """
 
@@ -162,7 +216,7 @@ _COOPERATIVE = re.compile(r"__syncthreads|__shfl|block_sum|warp_sum|warp_max")
 
 def cooperative_kernels(source: str) -> set:
     """Instantiations of kernels whose threads wait for each other (barriers, shuffles): they
-    need one OS thread per CUDA thread."""
+    need one fiber per CUDA thread."""
     found = set()
     for name, _ in _SIGNATURE.findall(source):
         body = re.search(rf"__global__\s+void\s+{name}\s*\(.*?\n\}}\n", source, re.DOTALL)

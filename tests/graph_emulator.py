@@ -71,8 +71,19 @@ def get_current_stream():
 
 
 class FakeMemoryPool:
+    """Holds nothing: the emulator's arrays are NumPy's."""
+
     def malloc(self, size):
         raise AssertionError("the emulator's arrays are NumPy arrays; nothing allocates here")
+
+    def used_bytes(self):
+        return 0
+
+    def total_bytes(self):
+        return 0
+
+    def free_all_blocks(self):
+        pass
 
 
 @contextlib.contextmanager
@@ -84,7 +95,10 @@ def install(fake_cupy) -> None:
     """Give an emulator ``cupy`` (``cuda_emulator.fake_cupy``) the stream API minires uses."""
     fake_cupy.cuda = types.SimpleNamespace(
         Stream=FakeStream, Event=FakeEvent, MemoryPool=FakeMemoryPool,
-        using_allocator=using_allocator, get_current_stream=get_current_stream)
+        using_allocator=using_allocator, get_current_stream=get_current_stream,
+        set_allocator=lambda allocator=None: None)
+    default_pool = FakeMemoryPool()
+    fake_cupy.get_default_memory_pool = lambda: default_pool
 
 
 def _value(a):

@@ -206,3 +206,34 @@ def test_replays_follow_the_batches_and_return_copies(graphs):
     np.testing.assert_array_equal(np.asarray(first), value)
     assert len({float(first), float(second), float(third)}) == 3
     assert graphs[0].replays == 3
+
+
+def test_the_benchmarks_minires_paths_run(graphs, monkeypatch):
+    """benchmarks/gpu_train_step.py's minires side on the emulator (tiny sizes): the eager and
+    graphed runs, interleaved timing, the launch-point count, peak memory and the recipe
+    projection with the real loader and evaluation."""
+    import importlib.util
+    from pathlib import Path
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_train_step.py"
+    spec = importlib.util.spec_from_file_location("gpu_train_step", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    monkeypatch.setattr(bench, "IMAGE_SIZE", 8)
+    monkeypatch.setattr(bench, "RECIPE", dict(epochs=164, train_images=40, test_images=8,
+                                              batch=8))
+    cp = sys.modules["cupy"]
+    runs = {v: bench.make_run(v, cp, None, 8, "block", 4) for v in bench.VARIANTS[:2]}
+    times = bench.interleaved(runs, warmup=0, steps=1, rounds=2)
+    assert {v: len(t) for v, t in times.items()} == {v: 2 for v in bench.VARIANTS[:2]}
+    assert runs["minires graph"].train_step.graph is not None
+    counts, undo = bench._count_launch_points()
+    runs["minires eager"].step()
+    undo()
+    # ResNet-8: 7 convolutions -> 7 forward GEMMs and 7 + 6 backward ones (no gx for conv1),
+    # plus 3 for the linear layer; the SGD update is one launch.
+    assert counts["cuBLAS GEMM"] == 7 + 13 + 3 and counts["sgd_update"] == 1
+    assert counts["im2col"] == 14 and counts["bn_partial_sums"] == 7
+    assert bench.peak_memory("minires eager", cp, None, 8, "block", 4, 0) == 0.0  # fake pools
+    projection = bench.project_recipe(cp, ["none", "block"], 1, depth=8, image_size=8)
+    assert set(projection) == {"none", "block", "none + block"}
+    assert all(p["recipe_min"] > 0 for p in projection.values())

@@ -223,21 +223,43 @@ def test_benchmark_torch_resnet_is_the_minires_resnet(share):
     assert model(torch.zeros(2, 3, 32, 32)).shape == (2, bench.NUM_CLASSES)
 
 
-def test_benchmark_report_and_no_gpu_exit(capsys):
+def test_benchmark_report_and_no_gpu_exit(capsys, tmp_path):
     bench = _benchmark_module()
     row = dict(depth=20, share="block", parameters=170_650, images_per_s=1000.0,
-               ms_per_step=128.0, peak_used_mib=512.0, reserved_mib=600.0, final_loss=2.3)
+               ms_per_step=128.0, ms_min=120.0, ms_max=130.0, peak_mib=512.0, final_loss=2.3)
     report = {"device": {"name": "Test GPU"}, "date": "2026-01-01", "batch_size": 128,
-              "warmup": 5, "steps": 30, "versions": {"cupy": "x"},
-              "results": [dict(row, framework="minires"),
-                          dict(row, framework="pytorch", images_per_s=4000.0)]}
+              "warmup": 5, "steps": 30, "rounds": 5, "versions": {"cupy": "x"},
+              "results": [dict(row, variant="minires graph", images_per_s=6000.0),
+                          dict(row, variant="pytorch eager", images_per_s=4000.0,
+                               peak_mib=1024.0)],
+              "projection": {"block": dict(epoch_s=3.0, train_batch_ms=6.0, eval_s=0.5,
+                                           recipe_min=8.2)}}
     text = bench.markdown(report)
-    assert "| ResNet-20 | block | minires | 170,650 | 1000 |" in text
-    assert "0.25x PyTorch's speed" in text
+    assert "| ResNet-20 | block | minires graph | 170,650 | 6000 | 128.00 (120.00-130.00) |" \
+        in text
+    assert "minires graph: 1.50x PyTorch eager's throughput, 0.50x its peak memory" in text
+    assert "| block | 3.00 | 6.00 | 0.50 | 8.2 |" in text
     if cuda_available():
         pytest.skip("a GPU is present: the no-GPU exit cannot be observed")
-    assert bench.main(["--depths", "20"]) == 2
+    assert bench.main(["--depths", "20", "--out-dir", str(tmp_path / "out")]) == 2
     assert "no usable NVIDIA GPU" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_benchmark_dry_run_checks_arguments_and_models(capsys):
+    bench = _benchmark_module()
+    assert bench.main(["--dry-run", "--quick"]) == 0
+    out = capsys.readouterr().out
+    assert "ResNet-20 share=block: 170,650 parameters" in out and "ResNet-56" not in out
+    with pytest.raises(SystemExit) as exc:
+        bench.main(["--dry-run", "--depths", "21"])
+    assert exc.value.code == 2
+
+
+def test_benchmark_gpu_busy_time_is_the_union_of_kernel_intervals():
+    bench = _benchmark_module()
+    events = [("a", 0.0, 10.0), ("b", 5.0, 12.0), ("c", 20.0, 21.0), ("d", 20.5, 20.7)]
+    assert bench._busy_us(events) == 13.0
 
 
 # -- compile options and kernel arguments --------------------------------------------------------
