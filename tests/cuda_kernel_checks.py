@@ -262,7 +262,7 @@ def check_matmul(dev, host, dtype):
 
 def check_add_relu(dev, host, dtype):
     r = rng()
-    a, b = r.standard_normal((4, 3, 5, 5)).astype(dtype), r.standard_normal((4, 3, 5, 5)).astype(dtype)
+    a, b = (r.standard_normal((4, 3, 5, 5)).astype(dtype) for _ in range(2))
     a[0, 0, 0, :2] = [np.nan, -np.inf]
     np.testing.assert_array_equal(host(cuda.add_relu_forward(dev(a), dev(b))),
                                   ref.relu_forward(a + b))

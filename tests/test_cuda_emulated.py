@@ -333,3 +333,36 @@ def test_fused_batch_norm_relu_through_the_cuda_branch(device, monkeypatch, trai
                                emu.to_emulated_device(gy))
     for analytic, n in zip(results[1][3:], numerical):
         np.testing.assert_allclose(np.asarray(analytic), np.asarray(n), rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("share", ["none", "block"])
+def test_launches_of_a_resnet20_training_step(device, share):
+    """What one ResNet-20 step launches through minires' own launch points (the counts do not
+    depend on the batch or image size, so a tiny batch stands for batch 128): per convolution
+    an im2col and a GEMM forward; backward an im2col, a transpose, a GEMM for gW and (except the
+    first convolution) a GEMM and a col2im for gx; two kernels each way per BatchNorm; one fused
+    add+ReLU per block; ONE SGD launch. A shared weight costs nothing extra: its second
+    gradient is added by the GEMM itself."""
+    model = models.create(depth=20, share=share, seed=0, dtype=np.float32).to("cuda")
+    opt = optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
+    rng = np.random.default_rng(0)
+    x = emu.to_emulated_device(rng.standard_normal((2, 3, 8, 8)).astype(np.float32))
+    y = emu.to_emulated_device(rng.integers(0, 10, 2))
+    device.launches.clear()
+    device.cublas.calls.clear()
+    opt.zero_grad()
+    F.softmax_cross_entropy(model(Tensor(x)), y).backward()
+    opt.step()
+    kernels = {}
+    for name, _, _ in device.launches:
+        kernels[name.split("<")[0]] = kernels.get(name.split("<")[0], 0) + 1
+    assert kernels == {"im2col": 2 * 19, "channel_major": 19, "col2im": 18,
+                       "bn_partial_sums": 19, "bn_normalize": 19,
+                       "bn_backward_partial_sums": 19, "bn_backward_apply": 19,
+                       "add_relu_forward": 9, "relu_backward": 9,
+                       "softmax_ce_forward": 1, "softmax_ce_backward": 1, "sgd_update": 1}
+    assert sum(kernels.values()) == 172
+    # 19 forward, 19 gW and 18 gx convolution GEMMs; the linear layer's three.
+    assert len(device.cublas.calls) == 19 + 19 + 18 + 3
+    accumulated = [c for c in device.cublas.calls if c["beta"] == 1.0]
+    assert len(accumulated) == (7 if share == "block" else 0)

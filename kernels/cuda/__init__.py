@@ -3,11 +3,14 @@ compiled through CuPy, for CuPy arrays, one wrapper module per family, re-export
 
 Sources and their kernels -> wrapper modules:
 
-- ``im2col.cu``: im2col, col2im -> :mod:`.conv` (with the GEMMs of the convolution)
-- ``batchnorm.cu``: bn_forward_train, bn_forward_eval, bn_backward -> :mod:`.batchnorm`
-- ``activation.cu``: relu_forward, relu_backward -> :mod:`.activation`
+- ``im2col.cu``: im2col, col2im, channel_major -> :mod:`.conv` (with the cuBLAS GEMMs of the
+  convolution, :mod:`.blas`)
+- ``batchnorm.cu``: bn_partial_sums, bn_normalize, bn_forward_eval, bn_backward_partial_sums,
+  bn_backward_apply -> :mod:`.batchnorm`
+- ``activation.cu``: relu_forward, relu_backward, add_relu_forward -> :mod:`.activation`
 - ``softmax_ce.cu``: softmax_ce_forward, softmax_ce_backward -> :mod:`.loss`
-- ``sgd.cu``: sgd_update -> :mod:`.sgd`
+- ``sgd.cu``: sgd_update (all parameters in one launch) -> :mod:`.sgd`
+- (cuBLAS through :mod:`.blas`, no source) -> :mod:`.linalg`
 - (array code, no source) -> :mod:`.augment`, :mod:`.indexing`
 
 :mod:`.loader` reads and compiles the sources, :mod:`.launch` computes launch shapes. Importing
