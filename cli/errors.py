@@ -43,9 +43,9 @@ def option_name(setting: str) -> str:
     return "--" + setting.replace("_", "-")
 
 
-def exit_status(interruption: BaseException) -> int:
-    """``128 + signal`` for a KeyboardInterrupt (SIGINT) or an ``Interrupted`` (its signal)."""
-    return 128 + getattr(interruption, "signum", signal.SIGINT)
+def stop_signal(interruption: BaseException) -> int:
+    """The signal behind a KeyboardInterrupt: SIGINT, or an ``Interrupted``'s own."""
+    return getattr(interruption, "signum", signal.SIGINT)
 
 
 def signal_name(signum: int) -> str:
@@ -69,9 +69,8 @@ def reports_errors(func):
             raise click.BadParameter(one_line(str(exc)),
                                      param_hint=f"'{option_name(exc.name)}'") from exc
         except KeyboardInterrupt as exc:
-            echo_quietly(f"Interrupted by {signal_name(exit_status(exc) - 128)}; no file was "
-                         f"changed.")
-            raise click.exceptions.Exit(exit_status(exc)) from None
+            echo_quietly(f"Interrupted by {signal_name(stop_signal(exc))}; no file was changed.")
+            raise click.exceptions.Exit(128 + stop_signal(exc)) from None
         except BrokenPipeError:
             _silence_stdout()
             raise click.exceptions.Exit(128 + signal.SIGPIPE) from None

@@ -13,8 +13,8 @@ import click
 
 from minires import train as training
 from minires.backend import DEVICES
-from minires.cli.errors import (describe_os_error, echo_quietly, exit_status, notes_on_stderr,
-                                reports_errors, signal_name)
+from minires.cli.errors import (describe_os_error, echo_quietly, notes_on_stderr,
+                                reports_errors, signal_name, stop_signal)
 from minires.cli.progress import progress_bars, progress_option
 from minires.cli.train_options import config_options
 from minires.evaluate import evaluate_checkpoint
@@ -93,10 +93,10 @@ def train(ctx, shared, progress, **settings):
         if not started:
             raise  # nothing was written yet: reported as such by reports_errors
         # A second signal while the run was saving what it had: its files are still whole.
-        echo_quietly(f"Interrupted by {signal_name(exit_status(stop) - 128)} while stopping. "
+        echo_quietly(f"Interrupted by {signal_name(stop_signal(stop))} while stopping. "
                      f"{started[0].run_dir}/last.h5 holds the last completed epoch; continue "
                      f"with: {resume_command(started[0].run_dir)}")
-        raise click.exceptions.Exit(exit_status(stop)) from None
+        raise click.exceptions.Exit(128 + stop_signal(stop)) from None
     except OSError as exc:
         if not started:
             raise

@@ -58,7 +58,9 @@ class AtomicFile:
             self.commit()
             return False
         self.discard()
-        self._name_destination(exc)
+        named = naming(exc, self.path)
+        if named is not None:
+            raise named from exc
         return False
 
     def commit(self) -> None:
@@ -69,7 +71,9 @@ class AtomicFile:
             os.replace(self.tmp, self.path)
         except BaseException as exc:
             self.discard()
-            self._name_destination(exc)
+            named = naming(exc, self.path)
+            if named is not None:
+                raise named from exc
             raise
         _fsync_folder(self.path.parent)
 
@@ -77,11 +81,18 @@ class AtomicFile:
         """Remove the temporary file (if it was created); the destination is untouched."""
         self.tmp.unlink(missing_ok=True)
 
-    def _name_destination(self, exc) -> None:
-        # A failed write (a full disk) names no file: say which one could not be written.
-        if isinstance(exc, OSError) and exc.errno is not None and exc.filename is None:
-            raise OSError(exc.errno, f"{os.strerror(exc.errno)} writing",
-                          os.fspath(self.path)) from exc
+
+def naming(exc: BaseException, path) -> OSError | None:
+    """For a failed write that names no file (a full disk gives ``write`` and ``fsync`` an
+    OSError without one; HDF5 says ``errno = 28`` in the text of an OSError or RuntimeError),
+    an OSError of the same errno naming ``path``: ``No space left on device writing <path>``.
+    None for any other exception."""
+    code = getattr(exc, "errno", None) if isinstance(exc, OSError) else None
+    if isinstance(exc, (OSError, RuntimeError)) and "errno = 28" in str(exc):
+        code = errno.ENOSPC
+    if code is None or (isinstance(exc, OSError) and exc.filename is not None):
+        return None
+    return OSError(code, f"{os.strerror(code)} writing", os.fspath(path))
 
 
 def write_bytes(path, data: bytes) -> None:

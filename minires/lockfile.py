@@ -27,7 +27,7 @@ import socket
 import time
 from dataclasses import dataclass, field
 
-from minires.atomicfile import write_text
+from minires.atomicfile import naming, write_text
 from minires.errors import LockedError
 from minires.processes import process_alive, process_start_time
 
@@ -118,9 +118,12 @@ class LockFile:
                     f.write(self._text())
                     f.flush()
                     os.fsync(f.fileno())
-            except BaseException:
+            except BaseException as exc:
                 with contextlib.suppress(OSError):
                     os.unlink(self.path)
+                named = naming(exc, self.path)
+                if named is not None:
+                    raise named from exc
                 raise
             self.held = True
             return "; ".join(notes) or None

@@ -221,6 +221,8 @@ def _check_setting(f, value) -> None:
         if not isinstance(value, bool):
             raise ConfigError(name, f"{name} must be true or false, got {value!r}")
     elif kind is str:
+        if rules["path"] and not str(value).strip():
+            raise ConfigError(name, f"{name} must name a folder, got {value!r}")
         if "choices" in rules and value not in rules["choices"]:
             raise ConfigError(name, f"{name} must be one of {', '.join(rules['choices'])}, got "
                                     f"{value!r}")

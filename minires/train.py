@@ -326,8 +326,8 @@ class _Loop:
 
 @dataclass
 class _Position:
-    """Where the loop is: the epoch, its phase (``training``, ``evaluating``, ``saving``) and
-    the batch being trained (0 before the first, None after the last)."""
+    """Where the loop is: the epoch, its phase (``starting``, ``training``, ``evaluating``,
+    ``saving``) and the batch being trained (0 before the first, None after the last)."""
 
     epoch: int
     batch: int | None = 0

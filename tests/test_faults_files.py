@@ -2,6 +2,7 @@
 bits in checkpoints and datasets, a full disk while preparing or training, read-only folders,
 malicious pickles, signals while preparing, the wrong kind of file or folder (see
 docs/reliability.md)."""
+import errno
 import os
 import pickle
 import shutil
@@ -16,6 +17,7 @@ from click.testing import CliRunner
 
 from fault_helpers import (TINY_RUN, assert_one_error_line, flip_bytes_in_dataset, leftovers,
                            minires_command, run_minires, snapshot)
+from minires import atomicfile, checkpoint, diskspace
 from minires.checkpoint import load_checkpoint, save_checkpoint
 from minires.cli.main import cli
 from minires.data import store_writer
@@ -296,6 +298,41 @@ def test_a_full_disk_during_training_keeps_the_last_checkpoint(tmpfs, tiny_datas
                           f"continue with: minires train -o {disk}/run --resume")
     assert load_checkpoint(disk / "run" / "last.h5").epoch == 0
     assert leftovers(disk) == []
+
+
+def test_a_full_disk_during_training_without_root(tmp_path, tiny_dataset, monkeypatch):
+    """Where no tmpfs can be mounted: the disk fills half-way through writing best.h5."""
+    real_write_bytes = checkpoint.write_bytes
+
+    def write_onto_a_filling_disk(path, data):
+        if not str(path).endswith("best.h5"):
+            return real_write_bytes(path, data)
+        with atomicfile.AtomicFile(path) as tmp, open(tmp, "wb") as f:
+            f.write(data[:len(data) // 2])
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(checkpoint, "write_bytes", write_onto_a_filling_disk)
+    run = tmp_path / "run"
+    result = invoke("train", *TINY_RUN, "--dataset", tiny_dataset, "--epochs", "2", "-o", run)
+    assert result.exit_code == 1
+    assert_one_error_line(result.output, f"no space left on device writing {run}/best.h5",
+                          f"continue with: minires train -o {run} --resume")
+    assert load_checkpoint(run / "last.h5").epoch == 0 and not (run / "best.h5").exists()
+    assert leftovers(run) == []
+
+
+def test_a_disk_too_small_for_a_dataset_without_root(tmp_path, prepared, monkeypatch):
+    """Where no tmpfs can be mounted: the file system reports 1 MB free."""
+    before = snapshot(prepared.parent)
+    monkeypatch.setattr(diskspace.shutil, "disk_usage",
+                        lambda path: shutil._ntuple_diskusage(10**9, 10**9 - 10**6, 10**6))
+    (tmp_path / "again").mkdir()
+    archive, _ = make_cifar10(tmp_path / "again", seed=3)
+    result = invoke("prepare", "cifar10", "--from", archive, "--allow-checksum-mismatch",
+                    "--data-dir", prepared.parent)
+    assert result.exit_code == 1
+    assert_one_error_line(result.output, "no space left on device: writing", "1.0 MB free")
+    assert snapshot(prepared.parent) == before
 
 
 def test_a_disk_too_full_for_the_first_checkpoint_leaves_no_folder(tmpfs, tiny_dataset):

@@ -87,6 +87,8 @@ def names_a_dataset(name) -> bool:
     name = os.fspath(name)
     if name == EMBEDDED or name in DATASETS:
         return True
+    if not name.strip():
+        return False
     path = Path(name).expanduser()
     return path.suffix in (".h5", ".hdf5") or path.exists()
 

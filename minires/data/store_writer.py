@@ -12,15 +12,13 @@
 """
 from __future__ import annotations
 
-import errno
-import os
 from pathlib import Path
 
 import h5py
 import numpy as np
 
 from minires import __version__
-from minires.atomicfile import AtomicFile
+from minires.atomicfile import AtomicFile, naming
 from minires.data.stats import ChannelStats
 from minires.data.store import FORMAT_VERSION, SPLITS
 from minires.diskspace import RESERVE_BYTES, SpaceReserve, check_free_space
@@ -173,10 +171,8 @@ class StoreWriter:
 
 
 def _raise_named(exc: BaseException, path):
-    """Raise ``exc``; a full disk reported by HDF5 (an OSError, or a RuntimeError from closing,
-    with errno 28 somewhere in its long text) as ``OSError(ENOSPC)`` naming ``path``."""
-    full = getattr(exc, "errno", None) == errno.ENOSPC or (
-        isinstance(exc, (OSError, RuntimeError)) and "errno = 28" in str(exc))
-    if not full or (isinstance(exc, OSError) and exc.filename is not None):
+    """Raise ``exc``, as an OSError naming ``path`` when it is a full disk that names no file."""
+    named = naming(exc, path)
+    if named is None:
         raise exc
-    raise OSError(errno.ENOSPC, f"{os.strerror(errno.ENOSPC)} writing", os.fspath(path)) from exc
+    raise named from exc
