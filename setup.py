@@ -28,7 +28,8 @@ setup(
     ],
     package_dir={"minires.kernels": "kernels", "minires.cli": "cli"},
     package_data={"minires.kernels.cuda": ["*.cu", "*.cuh"]},
-    install_requires=["numpy>=1.24", "numba>=0.59", "h5py>=3.8", "click>=8.1"],
+    install_requires=["numpy>=1.24", "numba>=0.59", "h5py>=3.8", "click>=8.1",
+                      "threadpoolctl>=3.1"],
     extras_require={
         "test": ["pytest>=7"],
         "cuda12": ["cupy-cuda12x>=13"],

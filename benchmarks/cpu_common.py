@@ -56,7 +56,6 @@ def environment() -> dict:
 
     from minires.kernels.cpu import parallel
 
-    blas = parallel.blas_threads()
     info = {
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
         "cpu_model": cpu_model(),
@@ -69,7 +68,7 @@ def environment() -> dict:
         "numba_config_threads": int(numba.config.NUMBA_NUM_THREADS),
         "numba_get_num_threads": int(numba.get_num_threads()),
         "numba_threading_layer": _numba_layer(),
-        "openblas_threads": blas[0]() if blas else None,
+        "openblas_threads": parallel.blas_threads(),
         "torch_threads": torch.get_num_threads(),
         "torch_interop_threads": torch.get_num_interop_threads(),
     }

@@ -37,7 +37,7 @@ class LegacyConv:
         self.S, self.P = stride, pad
 
     def forward(self, x, W):
-        from minires.kernels.cpu.im2col import im2col
+        from minires.kernels.cpu import im2col
         N, C, H, Wd = x.shape
         OC, _, KH, KW = W.shape
         col = im2col(x, KH, KW, self.S, self.S, self.P, self.P)
@@ -47,7 +47,7 @@ class LegacyConv:
         return (W.reshape(OC, -1) @ self.col).reshape(N, OC, OH, OW)
 
     def backward(self, gy):
-        from minires.kernels.cpu.im2col import col2im
+        from minires.kernels.cpu import col2im
         N, OC, OH, OW = gy.shape
         _, C, KH, KW = self.W.shape
         gy3 = gy.reshape(N, OC, OH * OW)
@@ -59,6 +59,7 @@ class LegacyConv:
 
 def bench_conv(torch, N, measure, legacy):
     from minires.functions.conv import Conv2d
+    from minires.kernels import cpu
     rows = []
     rng = np.random.default_rng(0)
     for C, OC, H, S in CONV_SHAPES:
@@ -66,7 +67,7 @@ def bench_conv(torch, N, measure, legacy):
         W = (rng.standard_normal((OC, C, 3, 3), dtype=np.float32) * 0.1)
         need_gx = C != 3  # the network input needs no gradient
         fn = Conv2d(S, 1)
-        fn.needs_input_grad = (need_gx, True)
+        fn.needs_input_grad, fn.k = (need_gx, True), cpu
         y = fn.forward(x, W)
         gy = rng.standard_normal(y.shape, dtype=np.float32)
         tx = torch.from_numpy(x).requires_grad_(need_gx)
@@ -96,6 +97,7 @@ def bench_conv(torch, N, measure, legacy):
 def bench_bn_relu(torch, N, measure):
     from minires.functions.activation import ReLU
     from minires.functions.batchnorm import BatchNorm
+    from minires.kernels import cpu
     rows = []
     rng = np.random.default_rng(1)
     for C, H in ACTIVATION_SHAPES:
@@ -104,7 +106,7 @@ def bench_bn_relu(torch, N, measure):
         gamma, beta = np.ones(C, np.float32), np.zeros(C, np.float32)
         rm, rv = np.zeros(C, np.float32), np.ones(C, np.float32)
         bn = BatchNorm(rm, rv, True)
-        bn.needs_input_grad = (True, True, True)
+        bn.needs_input_grad, bn.k = (True, True, True), cpu
         bn.forward(x, gamma, beta)
         tbn = torch.nn.BatchNorm2d(C)
         tx = torch.from_numpy(x).requires_grad_(True)
@@ -119,7 +121,7 @@ def bench_bn_relu(torch, N, measure):
              "torch": lambda: torch.autograd.grad(ty, params, tgy, retain_graph=True)})))
 
         relu = ReLU()
-        relu.needs_input_grad = (True,)
+        relu.needs_input_grad, relu.k = (True,), cpu
         relu.forward(x)
         tr = torch.relu(tx)
         rows.append(summarize("relu fwd", label, measure(
@@ -131,7 +133,7 @@ def bench_bn_relu(torch, N, measure):
 
 
 def bench_im2col(torch, N, measure):
-    from minires.kernels.cpu.im2col import col2im, im2col
+    from minires.kernels.cpu import col2im, im2col
     rows = []
     rng = np.random.default_rng(2)
     for C, OC, H, S in CONV_SHAPES:

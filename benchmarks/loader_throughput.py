@@ -6,7 +6,7 @@
 
 Measures full epochs of ``minires.data.Loader`` (shuffle + crop_flip + normalise to float32):
 the default single-threaded kernel, the kernel on numba's parallel pool, with prefetch, and the
-NumPy array-code reference (``apply_xp``, the same code the GPU path runs) on the same batches,
+GPU path's array code run on NumPy (``crop_flip_normalize_array_code``) on the same batches,
 each after a warm-up epoch (the first numba call compiles or loads its cache). The consumer only
 touches each batch, so this is the loader's own ceiling.
 """
@@ -19,7 +19,7 @@ import time
 import numpy as np
 
 from minires.data import Loader, load_dataset
-from minires.data.augment import apply_xp
+from minires.kernels.cuda.augment import crop_flip_normalize_array_code
 
 
 def time_epochs(make_batches, epochs: int, n: int) -> float:
@@ -73,8 +73,10 @@ def main():
         plan = ld.plan()
         for start in range(0, n, args.batch_size):
             index = plan.order[start:start + args.batch_size]
-            yield apply_xp(images[index], plan.params[start:start + args.batch_size],
-                           ld.scale, ld.shift), labels[index]
+            params = plan.params[start:start + args.batch_size]
+            yield crop_flip_normalize_array_code(np, images[index], params.dy, params.dx,
+                                                 params.flip, params.pad, ld.scale,
+                                                 ld.shift), labels[index]
 
     print(f"loader throughput: {n:,} images {images.shape[1:]} ({source}), batch "
           f"{args.batch_size}, augment={augment}, {epochs} epoch(s), {os.cpu_count()} CPUs")
@@ -85,7 +87,7 @@ def main():
     prefetched = time_epochs(epoch_batches(loader(True)), epochs, n)
     print(f"  numba kernel + prefetch    {prefetched:12,.0f} images/s")
     reference = time_epochs(reference_batches, 1, n)
-    print(f"  NumPy reference (apply_xp) {reference:12,.0f} images/s")
+    print(f"  GPU array code on NumPy    {reference:12,.0f} images/s")
     print(f"  kernel / reference         {plain / reference:12.1f} x")
 
 

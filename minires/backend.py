@@ -1,14 +1,20 @@
-"""The array-module layer: NumPy on the CPU, CuPy on an NVIDIA GPU.
+"""The one place that decides on which device work runs: NumPy and ``minires.kernels.cpu`` on
+the CPU, CuPy and ``minires.kernels.cuda`` on an NVIDIA GPU.
 
-Everything above this module writes ``xp = get_array_module(x)`` and calls ``xp.*``, so the same
-code runs on both devices. CuPy is imported lazily and only here: importing minires never needs
-CuPy or a GPU.
+A Function asks :func:`kernels_for` once per call for the kernel namespace of its input arrays
+and calls ``k.conv2d_forward(...)``, ``k.xp.zeros(...)`` and so on; both namespaces provide the
+same functions (``minires.kernels.interface``), so no code above this module tests for a device.
+
+CuPy is optional: importing minires never imports it. It is imported when a device is resolved
+(``auto``/``cuda``) or when the CUDA kernels first run.
 """
 from __future__ import annotations
 
 import functools
 
 import numpy as np
+
+from minires.kernels import cpu, cuda
 
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -17,7 +23,7 @@ DEVICES = ("auto", "cpu", "cuda")
 def _cupy_or_none():
     """Return the ``cupy`` module when it imports and sees a usable GPU, else ``None``."""
     try:
-        import cupy
+        import cupy  # optional: only when asked whether a GPU is usable
     except Exception:  # ImportError, or a CUDA library that fails to load
         return None
     try:
@@ -43,12 +49,29 @@ def get_cupy():
     return cupy
 
 
-def get_array_module(*arrays):
-    """Return ``cupy`` if any argument is a CuPy array (or a Tensor holding one), else ``numpy``."""
+def kernels_for(*arrays):
+    """The kernel namespace for ``arrays``: ``minires.kernels.cuda`` if any is a CuPy array (or a
+    Tensor holding one), else ``minires.kernels.cpu``. Its ``xp`` is the array module."""
     for a in arrays:
         if is_cuda_array(a):
-            return _cupy_or_none() or np
-    return np
+            return cuda
+    return cpu
+
+
+def kernels_for_module(xp):
+    """The kernel namespace whose array module is ``xp``: the CPU's for ``numpy``, the GPU's for
+    any other (``cupy``, or a stand-in for it in tests)."""
+    return cpu if xp is np else cuda
+
+
+def get_array_module(*arrays):
+    """Return ``cupy`` if any argument is a CuPy array (or a Tensor holding one), else ``numpy``."""
+    return kernels_for(*arrays).xp
+
+
+def is_array(value) -> bool:
+    """True for a NumPy or CuPy array."""
+    return isinstance(value, np.ndarray) or _is_cupy_object(value)
 
 
 def _is_cupy_object(a) -> bool:
@@ -77,6 +100,11 @@ def resolve_device(device: str) -> str:
     if device == "cuda":
         get_cupy()  # raises with a clear message when unusable
     return device
+
+
+def device_of(array) -> str:
+    """``"cuda"`` for a CuPy array (or a Tensor holding one), else ``"cpu"``."""
+    return kernels_for(array).device
 
 
 def xp_for(device: str):

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+import minires.functions as F
 from minires.autograd import Tensor, no_grad
 from minires.backend import get_array_module
 
@@ -115,8 +116,6 @@ def standard_cases(xp=np, seed: int = 0) -> list[GradcheckCase]:
     Used by the test suite, by ``minires gradcheck`` on the user's own machine and device, and
     by the GPU tests, so all three check exactly the same things.
     """
-    import minires.functions as F
-
     rng = np.random.default_rng(seed)
 
     def arr(*shape):

@@ -3,8 +3,7 @@
 :class:`SGD` follows PyTorch's update (dampening 0)::
 
     g   = grad + weight_decay * p          (no decay for the parameters in ``no_decay``)
-    buf = g                                on the first step
-    buf = momentum * buf + g               afterwards
+    buf = momentum * buf + g               (buf starts at zero, so the first step sets buf = g)
     g   = g + momentum * buf  if nesterov  else  buf
     p  -= lr * g
 
@@ -13,18 +12,17 @@ Parameter whose ``.grad`` already holds the sum of both uses' gradients (the eng
 listing it twice would step it twice, with momentum and weight decay applied twice. Pass
 ``model.parameters()``, which yields each Parameter once; :class:`SGD` refuses duplicates.
 
-Updates go into ``p.data`` in place; ``p.grad`` is never written (gradient arrays may be shared
-between tensors, see ``minires.autograd.engine.accumulate``).
+One step is one call into the kernels of the parameters' device (``sgd_step`` of
+``minires.kernels.cpu`` or ``minires.kernels.cuda``) over all the parameters that have a
+gradient. Updates go into ``p.data`` and the momentum buffers in place; ``p.grad`` is never
+written.
 """
 from __future__ import annotations
 
 import math
 
-import numpy as np
-
+from minires import backend
 from minires.autograd import Parameter
-from minires.backend import get_array_module, is_cuda_array, to_numpy
-from minires.kernels import cuda
 
 SCHEDULES = ("constant", "step", "multistep", "cosine")
 
@@ -89,8 +87,12 @@ class SGD:
         if unknown:
             raise ValueError(f"no_decay lists {len(unknown)} Parameter(s) that are not in params")
         self._decays = [id(p) not in exempt for p in self.params]
-        #: index in ``params`` -> velocity buffer (created on a parameter's first step).
-        self.momentum_buffers = {}
+        #: One velocity buffer per parameter (in ``params`` order), zero until the parameter's
+        #: first step; empty without momentum.
+        self.momentum_buffers = self._zero_buffers() if self.momentum else []
+
+    def _zero_buffers(self) -> list:
+        return [backend.get_array_module(p.data).zeros_like(p.data) for p in self.params]
 
     def zero_grad(self) -> None:
         """Forget the gradients (``.grad = None``) of every parameter."""
@@ -99,25 +101,15 @@ class SGD:
 
     def step(self) -> None:
         """Update every parameter that has a gradient, once."""
-        for i, p in enumerate(self.params):
-            if p.grad is None:
-                continue
-            if is_cuda_array(p.data):  # the same update as one fused kernel per parameter
-                cuda.sgd_step(p.data, p.grad, self.momentum_buffers, i, self.lr, self.momentum,
-                              self.weight_decay if self._decays[i] else 0.0, self.nesterov)
-                continue
-            g = p.grad  # never modified: every expression below allocates
-            if self.weight_decay and self._decays[i]:
-                g = g + self.weight_decay * p.data
-            if self.momentum:
-                buf = self.momentum_buffers.get(i)
-                if buf is None:
-                    buf = self.momentum_buffers[i] = g.copy()
-                else:
-                    buf *= self.momentum  # the buffer is ours alone: in place is safe
-                    buf += g
-                g = g + self.momentum * buf if self.nesterov else buf
-            p.data -= self.lr * g
+        stepped = [i for i, p in enumerate(self.params) if p.grad is not None]
+        if not stepped:
+            return
+        params = [self.params[i].data for i in stepped]
+        backend.kernels_for(*params).sgd_step(
+            params, [self.params[i].grad for i in stepped],
+            [self.momentum_buffers[i] for i in stepped] if self.momentum else None,
+            self.lr, self.momentum,
+            [self.weight_decay if self._decays[i] else 0.0 for i in stepped], self.nesterov)
 
     def state_dict(self) -> dict:
         """Hyper-parameters and momentum buffers (keyed by index in ``params``), for resuming.
@@ -126,10 +118,12 @@ class SGD:
         """
         return {"lr": self.lr, "momentum": self.momentum, "weight_decay": self.weight_decay,
                 "nesterov": self.nesterov, "num_params": len(self.params),
-                "momentum_buffers": {i: buf.copy() for i, buf in self.momentum_buffers.items()}}
+                "momentum_buffers": {i: buf.copy() for i, buf in enumerate(self.momentum_buffers)}}
 
     def load_state_dict(self, state: dict) -> None:
         """Restore what :meth:`state_dict` returned (buffers copied to each parameter's device).
+
+        A buffer missing from the state is zero, as before a parameter's first step.
 
         Raises:
             ValueError: the state belongs to a different parameter list (count or shapes).
@@ -137,16 +131,16 @@ class SGD:
         if int(state["num_params"]) != len(self.params):
             raise ValueError(f"the optimizer state is for {state['num_params']} parameters, this "
                              f"optimizer has {len(self.params)}")
-        buffers = {}
+        momentum = float(state["momentum"])
+        buffers = self._zero_buffers() if momentum else []
         for key, buf in state["momentum_buffers"].items():
             i = int(key)
             if not 0 <= i < len(self.params) or tuple(buf.shape) != self.params[i].shape:
                 raise ValueError(f"momentum buffer {key} of shape {tuple(buf.shape)} does not "
                                  f"fit parameter {i}")
-            xp = get_array_module(self.params[i].data)
-            value = to_numpy(buf) if xp is np else xp.asarray(buf)
-            buffers[i] = xp.array(value, dtype=self.params[i].dtype, copy=True)
-        self.lr, self.momentum = float(state["lr"]), float(state["momentum"])
+            if momentum:
+                buffers[i][...] = backend.to_device(buf, backend.device_of(buffers[i]))
+        self.lr, self.momentum = float(state["lr"]), momentum
         self.weight_decay, self.nesterov = float(state["weight_decay"]), bool(state["nesterov"])
         self.momentum_buffers = buffers
 

@@ -124,7 +124,9 @@ template <typename F> static void emu_launch(unsigned grid, unsigned block, F bo
 }
 """
 
-_SIGNATURE = re.compile(r'extern\s+"C"\s+__global__\s+void\s+(\w+)\s*\(([^)]*)\)')
+_SIGNATURE = re.compile(r"template\s*<typename T>\s*__global__\s+void\s+(\w+)\s*\(([^)]*)\)")
+#: What ``T`` becomes in each instantiation the loader asks for (``kernel<float>``...).
+INSTANCES = ("float", "double")
 
 # C parameter type -> what the argument must be: ("array", dtype) or ("scalar", numpy type).
 _PARAM_TYPES = {
@@ -137,16 +139,19 @@ _CTYPES = {np.int32: ctypes.c_int, np.float32: ctypes.c_float, np.float64: ctype
 
 
 def kernel_signatures(source: str) -> dict:
-    """``{kernel name: [(C type, parameter name), ...]}`` for every ``extern "C" __global__``
-    function in ``source``; the C type has ``const`` removed and ``*`` attached."""
+    """``{name expression: [(C type, parameter name), ...]}`` for both instantiations
+    (``"im2col<float>"``, ``"im2col<double>"``) of every ``template <typename T> __global__``
+    kernel in ``source``; the C type has ``const`` removed, ``T`` replaced and ``*`` attached."""
     kernels = {}
     for name, params in _SIGNATURE.findall(source):
-        parsed = []
-        for p in params.split(","):
-            p = " ".join(p.replace("const ", "").replace("*", " * ").split())
-            ctype, pname = p.rsplit(" ", 1)
-            parsed.append((ctype.replace(" *", "*"), pname))
-        kernels[name] = parsed
+        for instance in INSTANCES:
+            parsed = []
+            for p in params.split(","):
+                p = " ".join(p.replace("const ", "").replace("*", " * ").split())
+                ctype, pname = p.rsplit(" ", 1)
+                ctype = " ".join(instance if word == "T" else word for word in ctype.split())
+                parsed.append((ctype.replace(" *", "*"), pname))
+            kernels[f"{name}<{instance}>"] = parsed
     return kernels
 
 
@@ -154,24 +159,27 @@ _COOPERATIVE = re.compile(r"__syncthreads|__shfl|block_sum|warp_sum|warp_max")
 
 
 def cooperative_kernels(source: str) -> set:
-    """Kernels whose threads wait for each other (barriers, shuffles): they need one OS thread
-    per CUDA thread. Found by looking into the ``__device__`` body each wrapper calls."""
+    """Instantiations of kernels whose threads wait for each other (barriers, shuffles): they
+    need one OS thread per CUDA thread."""
     found = set()
     for name, _ in _SIGNATURE.findall(source):
-        wrapper = re.search(rf"void\s+{name}\s*\([^)]*\)\s*\{{\s*(\w+)\s*<", source)
-        body_name = wrapper.group(1) if wrapper else name
-        body = re.search(rf"__device__\s+void\s+{body_name}\s*\(.*?\n\}}\n", source, re.DOTALL)
+        body = re.search(rf"__global__\s+void\s+{name}\s*\(.*?\n\}}\n", source, re.DOTALL)
         if body is None or _COOPERATIVE.search(body.group(0)):
-            found.add(name)  # when in doubt, the faithful (threaded) launch
+            found |= {f"{name}<{instance}>" for instance in INSTANCES}  # when in doubt: threads
     return found
 
 
-def _launcher(name, params, cooperative: bool) -> str:
+def _symbol(expression: str) -> str:
+    """A C identifier for a name expression: ``im2col<float>`` -> ``im2col_float``."""
+    return expression.replace("<", "_").replace(">", "")
+
+
+def _launcher(expression, params, cooperative: bool) -> str:
     decl = ", ".join(f"{'void*' if t.endswith('*') else t} {n}" for t, n in params)
     call = ", ".join(f"({t}){n}" if t.endswith("*") else n for t, n in params)
     launch = "emu_launch" if cooperative else "emu_launch_serial"
-    return (f'extern "C" void launch_{name}(unsigned grid, unsigned block, {decl}) {{\n'
-            f"    {launch}(grid, block, [=] {{ {name}({call}); }});\n}}\n")
+    return (f'extern "C" void launch_{_symbol(expression)}(unsigned grid, unsigned block, '
+            f"{decl}) {{\n    {launch}(grid, block, [=] {{ {expression}({call}); }});\n}}\n")
 
 
 def compiler_available() -> bool:
@@ -207,7 +215,8 @@ class EmulatedLibrary:
         self.launches = []  # (kernel name, grid, block) of every launch, for tests to inspect
 
     def launch(self, name, grid, block, args):
-        """Launch kernel ``name``, checking each argument against the C signature exactly as a
+        """Launch kernel ``name`` (a name expression such as ``im2col<float>``), checking each
+        argument against the C signature exactly as a
         GPU would need it (arrays of the right dtype, scalars of the right width)."""
         params = self.signatures[name]
         if len(args) != len(params):
@@ -232,7 +241,7 @@ class EmulatedLibrary:
                                     f"{type(a).__name__} (CuPy would pass the wrong width)")
                 converted.append(_CTYPES[want](a))
                 argtypes.append(_CTYPES[want])
-        fn = getattr(self.lib, f"launch_{name}")
+        fn = getattr(self.lib, f"launch_{_symbol(name)}")
         fn.argtypes, fn.restype = argtypes, None
         self.launches.append((name, g, b))
         fn(g, b, *converted)
@@ -329,9 +338,11 @@ def fake_cupy(library: EmulatedLibrary, allocator: GuardedAllocator):
             library.launch(self.name, grid, block, args)
 
     class RawModule:
-        def __init__(self, code, options=()):
+        """Like CuPy's: only the instantiations named in ``name_expressions`` exist."""
+
+        def __init__(self, code, options=(), name_expressions=()):
             self.code, self.options = code, tuple(options)
-            self.names = set(kernel_signatures(code))
+            self.names = set(kernel_signatures(code)) & set(name_expressions)
 
         def get_function(self, name):
             if name not in self.names:

@@ -2,15 +2,15 @@
 
 Each ``check_*`` builds NumPy inputs, runs ``minires.kernels.cuda`` on copies moved with
 ``dev`` (NumPy -> device), brings results back with ``host`` (device -> NumPy) and compares
-them with ``minires.kernels.cuda.reference``. tests/test_cuda_emulated.py runs them on the CPU
-emulator (``dev``/``host`` the identity); tests/test_cuda_kernels.py runs the very same checks on
-a GPU (``cupy.asarray``/``cupy.asnumpy``).
+them with ``cuda_reference``. tests/test_cuda_emulated.py runs them on the CPU emulator
+(``dev``/``host`` the identity); tests/test_cuda_kernels.py runs the very same checks on a GPU
+(``cupy.asarray``/``cupy.asnumpy``).
 """
 import numpy as np
 import pytest
 
+import cuda_reference as ref
 from minires.kernels import cuda
-from minires.kernels.cuda import reference as ref
 
 TOL = {np.float32: dict(rtol=2e-5, atol=2e-6), np.float64: dict(rtol=1e-12, atol=1e-13)}
 DTYPES = [np.float32, np.float64]
@@ -25,6 +25,26 @@ GEOMETRIES = [  # (N, C, H, W, KH, KW, SH, SW, PH, PW)
 BN_SHAPES = [(8, 3, 10, 10), (5, 4, 3, 3), (3, 2, 1, 1), (70, 5)]
 SOFTMAX_SHAPES = [(1, 3), (13, 10), (9, 100), (4, 33)]
 SGD_SETTINGS = [(0.0, False, 0.0), (0.0, False, 5e-4), (0.9, False, 1e-4), (0.9, True, 5e-4)]
+#: The backend functions one training step of a ResNet calls.
+STEP_KERNELS = ("conv2d_forward", "conv2d_backward", "batch_norm_forward", "batch_norm_backward",
+                "relu_forward", "relu_backward", "softmax_cross_entropy_forward",
+                "softmax_cross_entropy_backward", "sgd_step")
+
+
+def count_calls(monkeypatch, module, names) -> dict:
+    """Replace ``module.<name>`` for each of ``names`` by a wrapper that counts its calls into
+    the returned dict (name -> calls)."""
+    calls = {}
+
+    def counting(name, original):
+        def counted(*args, **kwargs):
+            calls[name] = calls.get(name, 0) + 1
+            return original(*args, **kwargs)
+        return counted
+
+    for name in names:
+        monkeypatch.setattr(module, name, counting(name, getattr(module, name)))
+    return calls
 
 
 def rng():
@@ -153,53 +173,38 @@ def check_softmax_cross_entropy_errors(dev, host):
         cuda.softmax_cross_entropy_forward(dev(np.zeros((3, 4))), dev(np.zeros(3)))
 
 
-def check_sgd_update(dev, host, momentum, nesterov, weight_decay, dtype):
+def check_sgd_step(dev, host, momentum, nesterov, weight_decay, dtype):
+    """Three steps over two parameters, one of them exempt from weight decay."""
     r = rng()
-    p_ref = r.standard_normal((3, 7, 5)).astype(dtype)
-    v_ref = np.zeros_like(p_ref)
-    p = dev(p_ref.copy())
-    v = dev(np.zeros_like(p_ref)) if momentum else None
-    for step in range(3):
-        g = r.standard_normal(p_ref.shape).astype(dtype)
-        cuda.sgd_update(p, dev(g), v, 0.05, momentum, weight_decay, nesterov,
-                        first_step=step == 0)
-        ref.sgd_update(p_ref, g, v_ref, 0.05, momentum, weight_decay, nesterov,
-                       first_step=step == 0)
-    np.testing.assert_allclose(host(p), p_ref, **TOL[dtype])
-    if momentum:
-        np.testing.assert_allclose(host(v), v_ref, **TOL[dtype])
+    shapes = [(3, 7, 5), (4,)]
+    p_ref = [r.standard_normal(s).astype(dtype) for s in shapes]
+    v_ref = [np.zeros_like(p) for p in p_ref]
+    p = [dev(a.copy()) for a in p_ref]
+    v = [dev(np.zeros_like(a)) for a in p_ref] if momentum else None
+    decays = [weight_decay, 0.0]
+    for _ in range(3):
+        g = [r.standard_normal(s).astype(dtype) for s in shapes]
+        cuda.sgd_step(p, [dev(a) for a in g], v, 0.05, momentum, decays, nesterov)
+        ref.sgd_step(p_ref, g, v_ref, 0.05, momentum, decays, nesterov)
+    for i in range(2):
+        np.testing.assert_allclose(host(p[i]), p_ref[i], **TOL[dtype])
+        if momentum:
+            np.testing.assert_allclose(host(v[i]), v_ref[i], **TOL[dtype])
 
 
-def check_sgd_step_keeps_buffers(dev, host):
-    """sgd_step creates the buffer on the first step and reuses it afterwards."""
-    r = rng()
-    p_ref = r.standard_normal(6)
-    v_ref = np.zeros(6)
-    p, buffers = dev(p_ref.copy()), {}
-    for step in range(3):
-        g = r.standard_normal(6)
-        cuda.sgd_step(p, dev(g), buffers, "w", 0.1, 0.9, 1e-3, True)
-        ref.sgd_update(p_ref, g, v_ref, 0.1, 0.9, 1e-3, True, first_step=step == 0)
-    assert list(buffers) == ["w"]
-    np.testing.assert_allclose(host(p), p_ref, rtol=1e-12)
-    np.testing.assert_allclose(host(buffers["w"]), v_ref, rtol=1e-12)
-    q, none = dev(np.ones(3)), {}
-    cuda.sgd_step(q, dev(np.ones(3)), none, 0, 0.5, 0.0, 0.0, False)
-    assert none == {} and np.allclose(host(q), 0.5)
-
-
-def check_sgd_first_step_ignores_stale_velocity(dev, host):
-    p, g, v = dev(np.ones(5)), dev(np.full(5, 2.0)), dev(np.full(5, 1e6))
-    cuda.sgd_update(p, g, v, 0.1, 0.9, first_step=True)
-    np.testing.assert_allclose(host(v), 2.0)
-    np.testing.assert_allclose(host(p), 1 - 0.1 * 2.0)
+def check_sgd_first_step_sets_the_velocity_to_the_update(dev, host):
+    """A zero velocity before the first step gives PyTorch's first step (buffer = update)."""
+    p, g, v = dev(np.ones(5)), dev(np.full(5, 2.0)), dev(np.zeros(5))
+    cuda.sgd_step([p], [g], [v], 0.1, 0.9, [0.5], False)
+    np.testing.assert_allclose(host(v), 2.0 + 0.5)
+    np.testing.assert_allclose(host(p), 1 - 0.1 * 2.5)
 
 
 def check_sgd_errors(dev, host):
     p = dev(np.ones((4, 4)))
     with pytest.raises(ValueError, match="velocity"):
-        cuda.sgd_update(p, dev(np.ones((4, 4))), None, 0.1, momentum=0.9)
+        cuda.sgd_step([p], [dev(np.ones((4, 4)))], [None], 0.1, 0.9, [0.0], False)
     with pytest.raises(ValueError, match="C-contiguous"):
-        cuda.sgd_update(p.T, dev(np.ones((4, 4))), None, 0.1)
+        cuda.sgd_step([p.T], [dev(np.ones((4, 4)))], None, 0.1, 0.0, [0.0], False)
     with pytest.raises(TypeError, match="grad must be float64"):
-        cuda.sgd_update(p, dev(np.ones((4, 4), np.float32)), None, 0.1)
+        cuda.sgd_step([p], [dev(np.ones((4, 4), np.float32))], None, 0.1, 0.0, [0.0], False)

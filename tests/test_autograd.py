@@ -155,3 +155,92 @@ def test_graph_is_freed_by_reference_counting_when_the_output_is_dropped():
     del y
     # Outputs are held weakly by their creator: no reference cycle waits for the collector.
     assert node() is None
+
+
+# -- a leaf's gradient belongs to that leaf ----------------------------------------------------
+
+def test_changing_one_leaf_gradient_in_place_changes_no_other():
+    # Add hands the same array to both inputs; the leaves must not share it, nor the caller's g.
+    x = minires.Tensor(np.array([1.0, 2.0]), requires_grad=True)
+    y = minires.Tensor(np.array([3.0, 4.0]), requires_grad=True)
+    g = np.array([1.0, 10.0])
+    (x + y).backward(g)
+    x.grad *= 0.5
+    np.testing.assert_array_equal(x.grad, [0.5, 5.0])
+    np.testing.assert_array_equal(y.grad, [1.0, 10.0])
+    np.testing.assert_array_equal(g, [1.0, 10.0])
+
+
+def test_a_leaf_differentiated_directly_does_not_keep_the_callers_array():
+    x = minires.Tensor(np.array([1.0, 2.0]), requires_grad=True)
+    g = np.array([3.0, 4.0])
+    x.backward(g)
+    x.grad *= 2
+    np.testing.assert_array_equal(g, [3.0, 4.0])
+
+
+def test_views_and_arrays_returned_twice_are_copied_for_leaves():
+    class TwiceAndAView(minires.Function):
+        def forward(self, a, b, c):
+            return a + b + c
+
+        def backward(self, gy):
+            twice = gy * 2.0                       # a new array, returned for two inputs
+            return twice, twice, gy.reshape(-1)[:].reshape(gy.shape)  # and a view of gy
+
+    a, b, c = (minires.Tensor(np.ones(2), requires_grad=True) for _ in range(3))
+    g = np.array([1.0, 2.0])
+    TwiceAndAView()(a, b, c).backward(g)
+    a.grad += 1
+    c.grad += 1
+    np.testing.assert_array_equal(b.grad, [2.0, 4.0])
+    np.testing.assert_array_equal(g, [1.0, 2.0])
+
+
+def test_fresh_gradients_from_the_kernels_are_stored_without_a_copy(monkeypatch):
+    """The private-gradient guarantee costs no copy where none is needed: a convolution's
+    freshly allocated gx and gW become the leaves' .grad as they are."""
+    from minires.kernels import cpu
+
+    returned = []
+    original = cpu.conv2d_backward
+
+    def recording(*args, **kwargs):
+        returned.append(original(*args, **kwargs))
+        return returned[-1]
+
+    monkeypatch.setattr(cpu, "conv2d_backward", recording)
+    rng = np.random.default_rng(0)
+    x = minires.Tensor(rng.standard_normal((2, 3, 5, 5)), requires_grad=True)
+    W = minires.Parameter(rng.standard_normal((4, 3, 3, 3)))
+    F.conv2d(x, W, pad=1).backward(rng.standard_normal((2, 4, 5, 5)))
+    (gx, gW), = returned
+    assert x.grad is gx and W.grad is gW
+
+
+def test_a_shared_weight_sums_into_an_array_of_its_own():
+    W = minires.Parameter(np.array([1.0, 2.0]))
+    x = minires.Tensor(np.array([3.0, 4.0]), requires_grad=True)
+    ((W * x) + (W * 2.0)).sum().backward()
+    first = W.grad
+    np.testing.assert_array_equal(first, [5.0, 6.0])
+    (W * x).sum().backward()
+    assert W.grad is not first  # accumulation across passes is out of place too
+    np.testing.assert_array_equal(first, [5.0, 6.0])
+    np.testing.assert_array_equal(W.grad, [8.0, 10.0])
+
+
+def test_a_resnet_step_copies_no_parameter_gradient(monkeypatch):
+    """Every gradient a ResNet's backward hands to a parameter is the kernels' own new array."""
+    from minires import models
+    from minires.autograd import engine
+
+    verdicts = []
+    private = engine._private
+    monkeypatch.setattr(engine, "_private",
+                        lambda *args: verdicts.append(private(*args)) or verdicts[-1])
+    model = models.create(depth=8, share="block", seed=0)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((4, 3, 16, 16)).astype(np.float32)
+    F.softmax_cross_entropy(model(minires.Tensor(x)), rng.integers(0, 10, 4)).backward()
+    assert len(verdicts) >= len(list(model.parameters())) and all(verdicts)

@@ -1,4 +1,4 @@
-"""The CPU convolution, BatchNorm and ReLU kernels against plain NumPy references.
+"""The CPU convolution, im2col, BatchNorm and ReLU kernels against plain NumPy references.
 
 The references below are written the obvious way (np.pad + a loop over kernel taps, mean/var
 over axes), independent of the kernels' chunked, channels-last implementation.
@@ -6,11 +6,13 @@ over axes), independent of the kernels' chunked, channels-last implementation.
 import numpy as np
 import pytest
 
+import cuda_reference as ref
 import minires.functions as F
+from cuda_kernel_checks import GEOMETRIES
 from minires.autograd import Tensor
 from minires.gradcheck import assert_gradcheck
+from minires.kernels.cpu import activation, conv, parallel
 from minires.kernels.cpu import batchnorm as bn
-from minires.kernels.cpu import conv, parallel
 
 # (N, C, H, W, OC, KH, KW, SH, SW, PH, PW)
 CONV_GEOMETRIES = [
@@ -74,11 +76,11 @@ def test_conv_forward_and_backward_match_reference(geometry, dtype, threads):
     rng = np.random.default_rng(0)
     x = rng.standard_normal((N, C, H, Wd)).astype(dtype)
     W = rng.standard_normal((OC, C, KH, KW)).astype(dtype)
-    y = conv.conv2d_forward(x, W, SH, SW, PH, PW)
+    y, saved = conv.conv2d_forward(x, W, SH, SW, PH, PW)
     assert y.dtype == dtype
     np.testing.assert_allclose(y, conv_reference(x, W, SH, SW, PH, PW), **tolerance(dtype))
     gy = rng.standard_normal(y.shape).astype(dtype)
-    gx, gW = conv.conv2d_backward(x, W, gy, SH, SW, PH, PW)
+    gx, gW = conv.conv2d_backward(gy, W, saved, SH, SW, PH, PW)
     gx_ref, gW_ref = conv_grads_reference(x, W, gy, SH, SW, PH, PW)
     assert gx.dtype == dtype and gW.dtype == dtype
     np.testing.assert_allclose(gx, gx_ref, **tolerance(dtype))
@@ -91,12 +93,12 @@ def test_conv_chunking_does_not_change_results(geometry, monkeypatch):
     N, C, H, Wd, OC, KH, KW, SH, SW, PH, PW = geometry
     rng = np.random.default_rng(1)
     x, W = rng.standard_normal((N, C, H, Wd)), rng.standard_normal((OC, C, KH, KW))
-    gy = rng.standard_normal(conv.conv2d_forward(x, W, SH, SW, PH, PW).shape)
+    gy = rng.standard_normal(conv.conv2d_forward(x, W, SH, SW, PH, PW)[0].shape)
     results = []
     for chunk_bytes in (1, 1 << 30):
         monkeypatch.setattr(conv, "CHUNK_BYTES", chunk_bytes)
-        results.append((conv.conv2d_forward(x, W, SH, SW, PH, PW),
-                        *conv.conv2d_backward(x, W, gy, SH, SW, PH, PW)))
+        y, saved = conv.conv2d_forward(x, W, SH, SW, PH, PW)
+        results.append((y, *conv.conv2d_backward(gy, W, saved, SH, SW, PH, PW)))
     for a, b in zip(*results):
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
 
@@ -105,10 +107,12 @@ def test_conv_backward_computes_only_what_is_asked():
     rng = np.random.default_rng(2)
     x, W = rng.standard_normal((2, 3, 6, 6)), rng.standard_normal((4, 3, 3, 3))
     gy = rng.standard_normal((2, 4, 6, 6))
-    gx, gW = conv.conv2d_backward(None, W, gy, 1, 1, 1, 1, need_gx=True, need_gW=False,
-                                  x_shape=x.shape)
+    _, saved = conv.conv2d_forward(x, W, 1, 1, 1, 1, need_gW=False)
+    assert saved.for_gW is None  # nothing kept for a weight gradient nobody will ask for
+    gx, gW = conv.conv2d_backward(gy, W, saved, 1, 1, 1, 1, need_gx=True, need_gW=False)
     assert gW is None and gx.shape == x.shape
-    gx, gW = conv.conv2d_backward(x, W, gy, 1, 1, 1, 1, need_gx=False, need_gW=True)
+    _, saved = conv.conv2d_forward(x, W, 1, 1, 1, 1)
+    gx, gW = conv.conv2d_backward(gy, W, saved, 1, 1, 1, 1, need_gx=False, need_gW=True)
     assert gx is None and gW.shape == W.shape
 
 
@@ -118,9 +122,37 @@ def test_conv2d_function_keeps_no_input_when_no_weight_gradient():
     x = Tensor(rng.standard_normal((2, 3, 5, 5)), requires_grad=True)
     W = Tensor(rng.standard_normal((4, 3, 3, 3)))
     y = F.conv2d(x, W, pad=1)
-    assert y.creator.x is None
+    assert y.creator.saved.for_gW is None
     y.backward(rng.standard_normal(y.shape))
     assert x.grad.shape == x.shape and W.grad is None
+
+
+@pytest.mark.parametrize("geometry", GEOMETRIES)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_im2col_and_col2im_equal_the_references(geometry, dtype):
+    """The same patches, and for col2im the same summation order per pixel as the reference
+    (and the CUDA kernel): equal to the last bit."""
+    N, C, H, W, KH, KW, SH, SW, PH, PW = geometry
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((N, C, H, W)).astype(dtype)
+    col = conv.im2col(x, KH, KW, SH, SW, PH, PW)
+    np.testing.assert_array_equal(col, ref.im2col(x, KH, KW, SH, SW, PH, PW))
+    gcol = rng.standard_normal(col.shape).astype(dtype)
+    np.testing.assert_array_equal(conv.col2im(gcol, H, W, SH, SW, PH, PW),
+                                  ref.col2im(gcol, H, W, SH, SW, PH, PW))
+
+
+@pytest.mark.parametrize("geometry", GEOMETRIES)
+def test_col2im_is_the_adjoint_of_im2col(geometry):
+    # <im2col(x), c> == <x, col2im(c)> for all x, c: the defining property of the backward.
+    N, C, H, W, KH, KW, SH, SW, PH, PW = geometry
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((N, C, H, W))
+    col = conv.im2col(x, KH, KW, SH, SW, PH, PW)
+    c = rng.standard_normal(col.shape)
+    lhs = (col * c).sum()
+    rhs = (x * conv.col2im(c, H, W, SH, SW, PH, PW)).sum()
+    assert lhs == pytest.approx(rhs, rel=1e-12)
 
 
 def batch_norm_reference(x, gamma, beta, mean=None, var=None, eps=1e-5):
@@ -141,7 +173,7 @@ def test_batch_norm_forward_matches_reference(shape, dtype, relu, threads):
     C = shape[1]
     gamma, beta = rng.standard_normal(C).astype(dtype), rng.standard_normal(C).astype(dtype)
     rm, rv = np.zeros(C, dtype), np.ones(C, dtype)
-    y, mean, inv_std = bn.batch_norm_forward(x, gamma, beta, rm, rv, True, 0.1, 1e-5, relu)
+    y, _ = bn.batch_norm_forward(x, gamma, beta, rm, rv, True, 0.1, 1e-5, relu)
     ref = batch_norm_reference(x.astype(np.float64), gamma, beta)
     if relu:
         ref = np.maximum(ref, 0)
@@ -154,7 +186,7 @@ def test_batch_norm_forward_matches_reference(shape, dtype, relu, threads):
                                / (count - 1), **tolerance(dtype))
     # eval mode normalises with the running statistics and leaves them alone
     before = rm.copy(), rv.copy()
-    y_eval, _, _ = bn.batch_norm_forward(x, gamma, beta, rm, rv, False, 0.1, 1e-5, relu)
+    y_eval, _ = bn.batch_norm_forward(x, gamma, beta, rm, rv, False, 0.1, 1e-5, relu)
     ref = batch_norm_reference(x.astype(np.float64), gamma, beta, before[0], before[1])
     np.testing.assert_allclose(y_eval, np.maximum(ref, 0) if relu else ref, **tolerance(dtype))
     np.testing.assert_array_equal(rm, before[0])
@@ -193,18 +225,19 @@ def test_relu_kernels_match_numpy(threads):
     rng = np.random.default_rng(7)
     x = rng.standard_normal((3, 70_000)).astype(np.float32)  # enough to be split
     gy = rng.standard_normal(x.shape).astype(np.float32)
-    y = bn.relu_forward(x)
+    y = activation.relu_forward(x)
     np.testing.assert_array_equal(y, np.maximum(x, 0))
-    np.testing.assert_array_equal(bn.relu_backward(y, gy), np.where(x > 0, gy, 0))
+    np.testing.assert_array_equal(activation.relu_backward(gy, y), np.where(x > 0, gy, 0))
 
 
 def test_relu_and_fused_batch_norm_relu_let_nan_through():
     # A diverging run must show NaN in its loss, not have it silently clipped to 0 by ReLU.
     x = np.array([[-1.0, np.nan, 2.0]], dtype=np.float32)
-    assert np.isnan(bn.relu_forward(x)[0, 1]) and bn.relu_forward(x)[0, 0] == 0
+    y = activation.relu_forward(x)
+    assert np.isnan(y[0, 1]) and y[0, 0] == 0
     x4 = np.full((2, 1, 1, 1), np.nan, dtype=np.float32)
-    y, _, _ = bn.batch_norm_forward(x4, np.ones(1, np.float32), np.zeros(1, np.float32), None,
-                                    None, True, 0.1, 1e-5, relu=True)
+    y, _ = bn.batch_norm_forward(x4, np.ones(1, np.float32), np.zeros(1, np.float32), None,
+                                 None, True, 0.1, 1e-5, relu=True)
     assert np.isnan(y).all()
 
 
@@ -218,3 +251,13 @@ def test_split_covers_the_range_in_order():
 def test_set_num_threads_rejects_nonpositive():
     with pytest.raises(ValueError, match="positive"):
         parallel.set_num_threads(0)
+
+
+def test_run_split_gives_blas_one_thread_and_then_its_threads_back():
+    """threadpoolctl limits BLAS inside the worker split only."""
+    before = parallel.blas_threads()
+    if before is None:
+        pytest.skip("no BLAS that threadpoolctl can control")
+    seen = parallel.run_split(lambda a, b: parallel.blas_threads(), 4)
+    assert set(seen) == {1}
+    assert parallel.blas_threads() == before

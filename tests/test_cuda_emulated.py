@@ -14,13 +14,15 @@ import pytest
 
 import cuda_emulator as emu
 import cuda_kernel_checks as checks
+import cuda_reference as ref
 import minires.functions as F
-from cuda_kernel_checks import BN_SHAPES, DTYPES, GEOMETRIES, SGD_SETTINGS, SOFTMAX_SHAPES
+from cuda_kernel_checks import (BN_SHAPES, DTYPES, GEOMETRIES, SGD_SETTINGS, SOFTMAX_SHAPES,
+                                STEP_KERNELS)
 from minires import models, optim
 from minires.autograd import Tensor
 from minires.gradcheck import numerical_grad, standard_cases
 from minires.kernels import cuda
-from minires.kernels.cuda import reference as ref
+from minires.kernels.cuda import launch, loader
 
 pytestmark = pytest.mark.skipif(not emu.compiler_available(),
                                 reason="needs g++ (C++20) to emulate the CUDA kernels")
@@ -28,7 +30,7 @@ pytestmark = pytest.mark.skipif(not emu.compiler_available(),
 
 @pytest.fixture(scope="module")
 def library(tmp_path_factory):
-    sources = {name: cuda.source(name) for name in cuda.source_names()}
+    sources = {name: loader.source(name) for name in loader.source_names()}
     return emu.EmulatedLibrary(sources, tmp_path_factory.mktemp("emulated_cuda"))
 
 
@@ -37,12 +39,10 @@ def gpu(library, monkeypatch):
     """Route ``import cupy`` in the wrappers to the emulator; check guard zones afterwards."""
     allocator = emu.GuardedAllocator()
     monkeypatch.setitem(sys.modules, "cupy", emu.fake_cupy(library, allocator))
-    cuda.module.cache_clear()
-    cuda._kernel_cached.cache_clear()
+    loader.clear_caches()
     library.launches.clear()
     yield library
-    cuda.module.cache_clear()  # never leave an emulated module cached for real GPU tests
-    cuda._kernel_cached.cache_clear()
+    loader.clear_caches()  # never leave an emulated module cached for real GPU tests
     allocator.check()
 
 
@@ -102,16 +102,12 @@ def test_softmax_cross_entropy_errors(gpu):
 
 @pytest.mark.parametrize("momentum,nesterov,weight_decay", SGD_SETTINGS)
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_sgd_update(gpu, momentum, nesterov, weight_decay, dtype):
-    checks.check_sgd_update(same, same, momentum, nesterov, weight_decay, dtype)
+def test_sgd_step(gpu, momentum, nesterov, weight_decay, dtype):
+    checks.check_sgd_step(same, same, momentum, nesterov, weight_decay, dtype)
 
 
-def test_sgd_step_keeps_buffers(gpu):
-    checks.check_sgd_step_keeps_buffers(same, same)
-
-
-def test_sgd_first_step_ignores_stale_velocity(gpu):
-    checks.check_sgd_first_step_ignores_stale_velocity(same, same)
+def test_sgd_first_step_sets_the_velocity_to_the_update(gpu):
+    checks.check_sgd_first_step_sets_the_velocity_to_the_update(same, same)
 
 
 def test_sgd_errors(gpu):
@@ -121,7 +117,7 @@ def test_sgd_errors(gpu):
 # -- what only the emulator can observe: launch shapes and stray writes ---------------------------
 
 def test_grid_stride_loops_cover_everything_with_a_capped_grid(gpu, monkeypatch):
-    monkeypatch.setattr(cuda, "MAX_BLOCKS", 2)
+    monkeypatch.setattr(launch, "MAX_BLOCKS", 2)
     x = np.random.default_rng(0).standard_normal((2, 3, 9, 9))
     col = cuda.im2col(x, 3, 3, 1, 1, 1, 1)  # 4374 elements on 2 blocks of 256 threads
     np.testing.assert_array_equal(col, ref.im2col(x, 3, 3, 1, 1, 1, 1))
@@ -129,8 +125,8 @@ def test_grid_stride_loops_cover_everything_with_a_capped_grid(gpu, monkeypatch)
                                   ref.col2im(col, 9, 9, 1, 1, 1, 1))
     np.testing.assert_array_equal(cuda.relu_forward(x), ref.relu_forward(x))
     p, p_ref = x.copy(), x.copy()
-    cuda.sgd_update(p, x, None, 0.5)
-    ref.sgd_update(p_ref, x, None, 0.5)
+    cuda.sgd_step([p], [x], None, 0.5, 0.0, [0.0], False)
+    ref.sgd_step([p_ref], [x], None, 0.5, 0.0, [0.0], False)
     np.testing.assert_array_equal(p, p_ref)
     assert {grid for _, grid, _ in gpu.launches} == {2}
 
@@ -138,7 +134,7 @@ def test_grid_stride_loops_cover_everything_with_a_capped_grid(gpu, monkeypatch)
 def test_batch_norm_launches_one_block_per_channel(gpu):
     x = np.random.default_rng(0).standard_normal((8, 3, 10, 10))
     cuda.batch_norm_forward(x, np.ones(3), np.zeros(3), np.zeros(3), np.ones(3), True)
-    assert gpu.launches == [("bn_forward_train_f64", 3, cuda.reduction_threads(800))]
+    assert gpu.launches == [("bn_forward_train<double>", 3, launch.reduction_threads(800))]
 
 
 def test_scalars_of_the_wrong_width_are_refused(gpu):
@@ -146,15 +142,15 @@ def test_scalars_of_the_wrong_width_are_refused(gpu):
     passed as a double and misread on a GPU."""
     x = np.zeros(4, np.float32)
     with pytest.raises(TypeError, match="lr must be passed as float32"):
-        cuda.kernel("sgd_update", np.float32)((1,), (32,), (
-            x, x, x, np.int32(4), 0.1, np.float32(0), np.float32(0), np.int32(0), np.int32(0)))
+        loader.kernel("sgd_update", np.float32)((1,), (32,), (
+            x, x, x, np.int32(4), 0.1, np.float32(0), np.float32(0), np.int32(0)))
 
 
 def test_kernels_that_synchronise_get_one_thread_per_cuda_thread(library):
     """Running a kernel with barriers or shuffles serially would be wrong: check the split."""
-    assert library.cooperative == {f"{k}_{s}" for k in ("bn_forward_train", "bn_backward",
-                                                         "softmax_ce_forward")
-                                   for s in ("f32", "f64")}
+    assert library.cooperative == {f"{k}<{t}>" for k in ("bn_forward_train", "bn_backward",
+                                                          "softmax_ce_forward")
+                                   for t in ("float", "double")}
 
 
 def test_guard_zones_catch_a_stray_write(library):
@@ -211,18 +207,7 @@ def test_every_function_through_the_cuda_branches(device, name):
 def test_the_cuda_kernels_carry_a_training_step(device, monkeypatch):
     """Two SGD steps of a shared ResNet-8 in float64: the CUDA branches (every one of them
     called) give the CPU's losses, weights and running statistics."""
-    calls = {}
-
-    def counting(name, original):
-        def counted(*args, **kwargs):
-            calls[name] = calls.get(name, 0) + 1
-            return original(*args, **kwargs)
-        return counted
-
-    for name in ("im2col", "col2im", "batch_norm_forward", "batch_norm_backward",
-                 "relu_forward", "relu_backward", "softmax_cross_entropy_forward",
-                 "softmax_cross_entropy_backward", "sgd_step"):
-        monkeypatch.setattr(cuda, name, counting(name, getattr(cuda, name)))
+    calls = checks.count_calls(monkeypatch, cuda, STEP_KERNELS)
 
     rng = np.random.default_rng(0)
     images = rng.standard_normal((2, 4, 3, 8, 8))
@@ -249,12 +234,9 @@ def test_the_cuda_kernels_carry_a_training_step(device, monkeypatch):
         np.testing.assert_allclose(np.asarray(gpu_state[key]), cpu_state[key], rtol=1e-9,
                                    atol=1e-12, err_msg=key)
     assert all(_on_device(p.data) for p in gpu_model.parameters())
-    n_params = len(list(gpu_model.parameters()))
-    assert calls["im2col"] == 2 * 7 and calls["batch_norm_forward"] == 2 * 7
-    assert calls["sgd_step"] == 2 * n_params
-    assert calls.keys() == {"im2col", "col2im", "batch_norm_forward", "batch_norm_backward",
-                            "relu_forward", "relu_backward", "softmax_cross_entropy_forward",
-                            "softmax_cross_entropy_backward", "sgd_step"}
+    assert calls["conv2d_forward"] == 2 * 7 and calls["batch_norm_forward"] == 2 * 7
+    assert calls["sgd_step"] == 2  # one call per step, for all the parameters
+    assert calls.keys() == set(STEP_KERNELS)
 
 
 @pytest.mark.parametrize("training", [True, False])

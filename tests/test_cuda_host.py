@@ -1,6 +1,6 @@
 """The host side of the CUDA path, on the CPU: launch shapes, the loader's sources, scalar types,
-and the NumPy references (``minires.kernels.cuda.reference``) against the library's CPU code, so
-that a kernel that matches its reference also matches CPU training."""
+and the NumPy references (tests/cuda_reference.py) against the library's CPU code, so that a
+kernel that matches its reference also matches CPU training."""
 import re
 import subprocess
 import sys
@@ -8,34 +8,33 @@ import sys
 import numpy as np
 import pytest
 
+import cuda_reference as ref
 import minires.functions as F
 from cuda_emulator import kernel_signatures
 from minires.autograd import Tensor
 from minires.backend import cuda_available
-from minires.kernels import cuda
-from minires.kernels.cpu import im2col as cpu_im2col
-from minires.kernels.cuda import reference as ref
+from minires.kernels.cuda import launch, loader
 
 # -- launch shapes -------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("n", [1, 255, 256, 257, 10_000, 10**9])
 def test_elementwise_launch_covers_or_caps(n):
-    (grid,), (block,) = cuda.elementwise_launch(n)
-    assert block == cuda.THREADS
-    assert 1 <= grid <= cuda.MAX_BLOCKS
+    (grid,), (block,) = launch.elementwise_launch(n)
+    assert block == launch.THREADS
+    assert 1 <= grid <= launch.MAX_BLOCKS
     # Every element gets its own thread unless the grid is capped (then the kernels loop).
-    assert grid * block >= n or grid == cuda.MAX_BLOCKS
+    assert grid * block >= n or grid == launch.MAX_BLOCKS
     assert (grid - 1) * block < n  # no block that would have nothing to do
 
 
 def test_elementwise_launch_respects_a_smaller_cap():
-    assert cuda.elementwise_launch(10_000, threads=64, max_blocks=3) == ((3,), (64,))
-    assert cuda.elementwise_launch(0) == ((1,), (cuda.THREADS,))
+    assert launch.elementwise_launch(10_000, threads=64, max_blocks=3) == ((3,), (64,))
+    assert launch.elementwise_launch(0) == ((1,), (launch.THREADS,))
 
 
 @pytest.mark.parametrize("count", [1, 31, 32, 256, 257, 4096, 8192, 8193, 131_072, 10**7])
 def test_reduction_threads_is_a_warp_multiple_power_of_two(count):
-    threads = cuda.reduction_threads(count)
+    threads = launch.reduction_threads(count)
     assert 32 <= threads <= 1024
     assert threads & (threads - 1) == 0  # block_sum needs whole warps; powers of two are
     assert threads * 8 >= count or threads == 1024
@@ -43,80 +42,60 @@ def test_reduction_threads_is_a_warp_multiple_power_of_two(count):
 
 
 def test_per_channel_and_rows_launch():
-    assert cuda.per_channel_launch(16, 128 * 1024) == ((16,), (1024,))
-    (grid,), (block,) = cuda.rows_launch(130)
-    assert block == 32 * cuda.WARPS_PER_BLOCK and grid * cuda.WARPS_PER_BLOCK >= 130
-    assert (grid - 1) * cuda.WARPS_PER_BLOCK < 130
+    assert launch.per_channel_launch(16, 128 * 1024) == ((16,), (1024,))
+    (grid,), (block,) = launch.rows_launch(130)
+    assert block == 32 * launch.WARPS_PER_BLOCK and grid * launch.WARPS_PER_BLOCK >= 130
+    assert (grid - 1) * launch.WARPS_PER_BLOCK < 130
 
 
 def test_scalars_match_the_kernel_type():
-    assert type(cuda.scalar(0.1, np.float32)) is np.float32
-    assert type(cuda.scalar(0.1, np.float64)) is np.float64
-    assert cuda.kernel_name("im2col", np.float32) == "im2col_f32"
-    assert cuda.kernel_name("sgd_update", "float64") == "sgd_update_f64"
+    assert type(launch.scalar(0.1, np.float32)) is np.float32
+    assert type(launch.scalar(0.1, np.float64)) is np.float64
+    assert loader.kernel_name("im2col", np.float32) == "im2col<float>"
+    assert loader.kernel_name("sgd_update", "float64") == "sgd_update<double>"
     with pytest.raises(TypeError, match="float32 or float64"):
-        cuda.kernel_name("im2col", np.float16)
+        loader.kernel_name("im2col", np.float16)
 
 
 def test_check_int32_leaves_room_for_the_last_grid_stride():
-    assert cuda.check_int32(cuda.INDEX_LIMIT) == cuda.INDEX_LIMIT
-    assert cuda.INDEX_LIMIT + cuda.MAX_BLOCKS * 1024 <= 2**31 - 1
+    assert launch.check_int32(launch.INDEX_LIMIT) == launch.INDEX_LIMIT
+    assert launch.INDEX_LIMIT + launch.MAX_BLOCKS * 1024 <= 2**31 - 1
     with pytest.raises(ValueError, match="32-bit"):
-        cuda.check_int32(cuda.INDEX_LIMIT + 1, "col")
-    assert cuda.check_int32(128 * 64 * 9 * 32 * 32) > 0  # a ResNet im2col at batch 128
+        launch.check_int32(launch.INDEX_LIMIT + 1, "col")
+    assert launch.check_int32(128 * 64 * 9 * 32 * 32) > 0  # a ResNet im2col at batch 128
 
 
 def test_unknown_kernel_is_named_in_the_error():
     with pytest.raises(KeyError, match="no CUDA kernel named 'conv3d'"):
-        cuda._source_of("conv3d")
+        loader.source_of("conv3d")
 
 
 # -- sources -------------------------------------------------------------------------------------
 
-def test_sources_are_self_contained_and_export_f32_and_f64():
-    for name in cuda.source_names():
-        text = cuda.source(name)
+def test_sources_are_self_contained_and_define_the_registered_templates():
+    for name in loader.source_names():
+        text = loader.source(name)
         assert not re.search(r"^\s*#include", text, re.MULTILINE), \
             f"{name}: an include was left for NVRTC to resolve"
+        assert not re.search(r'extern\s+"C"', text), f"{name}: kernels are templates now"
         signatures = kernel_signatures(text)
-        expected = {f"{b}_{s}" for b in cuda.KERNELS[name] for s in ("f32", "f64")}
-        assert set(signatures) == expected
-        for base in cuda.KERNELS[name]:
-            f32, f64 = signatures[f"{base}_f32"], signatures[f"{base}_f64"]
+        assert set(signatures) == set(loader.name_expressions(name))
+        for kernel in loader.KERNELS[name]:
+            f32, f64 = signatures[f"{kernel}<float>"], signatures[f"{kernel}<double>"]
             # Same parameters; only float becomes double.
             assert [(t.replace("float", "double"), p) for t, p in f32] == f64
+            assert any(t == "float*" for t, _ in f32), f"{kernel} does not use T"
 
 
 def test_importing_the_loader_needs_no_cupy():
-    code = ("import sys; import minires.kernels.cuda as c; c.source_names(); "
-            "c.elementwise_launch(10); assert 'cupy' not in sys.modules")
+    code = ("import sys; import minires.kernels.cuda as c; c.loader.source_names(); "
+            "c.launch.elementwise_launch(10); assert 'cupy' not in sys.modules")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=False)
     assert out.returncode == 0, out.stderr
 
 
 # -- references against the library's CPU code ---------------------------------------------------
-
-GEOMETRIES = [  # (N, C, H, W, KH, KW, SH, SW, PH, PW)
-    (2, 3, 5, 6, 3, 3, 1, 1, 1, 1),
-    (2, 3, 7, 6, 3, 3, 2, 2, 1, 1),
-    (1, 2, 5, 7, 2, 3, 1, 2, 0, 1),
-    (2, 4, 6, 6, 1, 1, 2, 2, 0, 0),
-]
-
-
-@pytest.mark.parametrize("geometry", GEOMETRIES)
-def test_reference_im2col_col2im_equal_the_numba_kernels(geometry):
-    N, C, H, W, KH, KW, SH, SW, PH, PW = geometry
-    rng = np.random.default_rng(1)
-    x = rng.standard_normal((N, C, H, W)).astype(np.float32)
-    col = ref.im2col(x, KH, KW, SH, SW, PH, PW)
-    np.testing.assert_array_equal(col, cpu_im2col.im2col(x, KH, KW, SH, SW, PH, PW))
-    gcol = rng.standard_normal(col.shape).astype(np.float32)
-    # Same summation order per pixel, so equal to the last bit.
-    np.testing.assert_array_equal(ref.col2im(gcol, H, W, SH, SW, PH, PW),
-                                  cpu_im2col.col2im(gcol, H, W, SH, SW, PH, PW))
-
 
 def _bn_library(x, gamma, beta, rm, rv, training, gy, relu):
     xt, gt, bt = (Tensor(a, requires_grad=True) for a in (x, gamma, beta))
@@ -189,9 +168,8 @@ def test_reference_sgd_equals_torch(momentum, nesterov, weight_decay):
     tp = torch.tensor(p0, requires_grad=True)
     opt = torch.optim.SGD([tp], lr=0.1, momentum=momentum, nesterov=nesterov,
                           weight_decay=weight_decay)
-    for step, g in enumerate(grads):
-        ref.sgd_update(p, g, velocity, 0.1, momentum, weight_decay, nesterov,
-                       first_step=step == 0)
+    for g in grads:
+        ref.sgd_step([p], [g], [velocity], 0.1, momentum, [weight_decay], nesterov)
         tp.grad = torch.tensor(g)
         opt.step()
     np.testing.assert_allclose(p, tp.detach().numpy(), rtol=1e-12, atol=1e-14)

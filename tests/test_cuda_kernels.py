@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 
 import cuda_kernel_checks as checks
+import cuda_reference as ref
 import minires
 import minires.functions as F
 from cuda_kernel_checks import BN_SHAPES, DTYPES, GEOMETRIES, SGD_SETTINGS, SOFTMAX_SHAPES
 from minires.autograd import Tensor
 from minires.gradcheck import gradcheck, standard_cases
 from minires.kernels import cuda
-from minires.kernels.cuda import reference as ref
 
 pytestmark = [pytest.mark.gpu,
               pytest.mark.skipif(not minires.backend.cuda_available(),
@@ -93,16 +93,12 @@ def test_softmax_cross_entropy_errors(dev, host):
 
 @pytest.mark.parametrize("momentum,nesterov,weight_decay", SGD_SETTINGS)
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_sgd_update(dev, host, momentum, nesterov, weight_decay, dtype):
-    checks.check_sgd_update(dev, host, momentum, nesterov, weight_decay, dtype)
+def test_sgd_step(dev, host, momentum, nesterov, weight_decay, dtype):
+    checks.check_sgd_step(dev, host, momentum, nesterov, weight_decay, dtype)
 
 
-def test_sgd_step_keeps_buffers(dev, host):
-    checks.check_sgd_step_keeps_buffers(dev, host)
-
-
-def test_sgd_first_step_ignores_stale_velocity(dev, host):
-    checks.check_sgd_first_step_ignores_stale_velocity(dev, host)
+def test_sgd_first_step_sets_the_velocity_to_the_update(dev, host):
+    checks.check_sgd_first_step_sets_the_velocity_to_the_update(dev, host)
 
 
 def test_sgd_errors(dev, host):

@@ -1,14 +1,17 @@
 """Augmentation kernel against NumPy references, and the loader's batches and determinism."""
 from __future__ import annotations
 
+import sys
 import threading
 
 import numpy as np
 import pytest
 
+import cuda_emulator as emu
 from minires.data import Loader
-from minires.data.augment import (AugmentParams, apply_numba, apply_xp, augment_batch,
-                                  draw_params, normalization_constants)
+from minires.data.augment import (AugmentParams, apply, augment_batch, draw_params,
+                                  normalization_constants)
+from minires.kernels.cuda.augment import crop_flip_normalize_array_code
 
 MEAN = np.array([0.49, 0.48, 0.45], np.float32)
 STD = np.array([0.25, 0.24, 0.26], np.float32)
@@ -42,9 +45,10 @@ def test_kernel_matches_references(pad, shape):
     mean, std = np.full(shape[0], 0.4), np.full(shape[0], 0.3)
     scale, shift = normalization_constants(mean, std)
     expected = loop_reference(x, params, scale, shift)
-    np.testing.assert_array_equal(apply_xp(x, params, scale, shift), expected)
+    np.testing.assert_array_equal(crop_flip_normalize_array_code(
+        np, x, params.dy, params.dx, params.flip, params.pad, scale, shift), expected)
     for parallel in (True, False):
-        got = apply_numba(x, np.arange(len(x)), params, scale, shift, parallel=parallel)
+        got = apply(x, np.arange(len(x)), params, scale, shift, parallel=parallel)
         np.testing.assert_array_equal(got, expected)
         assert got.dtype == np.float32 and got.flags.c_contiguous
 
@@ -54,7 +58,7 @@ def test_kernel_gathers_through_index():
     index = np.array([7, 2, 2, 9])
     params = draw_params(np.random.default_rng(3), 4, "crop_flip")
     scale, shift = normalization_constants(MEAN, STD)
-    np.testing.assert_array_equal(apply_numba(x, index, params, scale, shift),
+    np.testing.assert_array_equal(apply(x, index, params, scale, shift),
                                   loop_reference(x[index], params, scale, shift))
 
 
@@ -63,17 +67,17 @@ def test_crop_offsets_and_flip_by_hand():
     unit = normalization_constants([0.0], [1 / 255])          # scale 1, shift 0: raw pixels
     one = lambda dy, dx, flip: AugmentParams(np.array([dy]), np.array([dx]),  # noqa: E731
                                              np.array([flip]), 4)
-    centre = apply_numba(x, [0], one(4, 4, False), *unit)[0, 0]
+    centre = apply(x, [0], one(4, 4, False), *unit)[0, 0]
     np.testing.assert_array_equal(centre, x[0, 0])            # origin = pad: no shift
-    top_left = apply_numba(x, [0], one(0, 0, False), *unit)[0, 0]
+    top_left = apply(x, [0], one(0, 0, False), *unit)[0, 0]
     assert (top_left[:4] == 0).all() and (top_left[:, :4] == 0).all()   # four rows/cols of pad
     np.testing.assert_array_equal(top_left[4:, 4:], x[0, 0, :2, :2])
-    shifted = apply_numba(x, [0], one(5, 6, False), *unit)[0, 0]
+    shifted = apply(x, [0], one(5, 6, False), *unit)[0, 0]
     np.testing.assert_array_equal(shifted[:5, :4], x[0, 0, 1:, 2:])    # down 1, right 2
     assert (shifted[5:] == 0).all() and (shifted[:, 4:] == 0).all()
-    flipped = apply_numba(x, [0], one(4, 4, True), *unit)[0, 0]
+    flipped = apply(x, [0], one(4, 4, True), *unit)[0, 0]
     np.testing.assert_array_equal(flipped, x[0, 0, :, ::-1])
-    flip_shift = apply_numba(x, [0], one(4, 6, True), *unit)[0, 0]    # crop, then mirror
+    flip_shift = apply(x, [0], one(4, 6, True), *unit)[0, 0]    # crop, then mirror
     crop = np.concatenate([x[0, 0, :, 2:], np.zeros((6, 2))], axis=1)  # right edge is padding
     np.testing.assert_array_equal(flip_shift, crop[:, ::-1])
 
@@ -81,7 +85,7 @@ def test_crop_offsets_and_flip_by_hand():
 def test_padding_value_is_zero_pixel_after_normalisation():
     x = np.full((1, 3, 8, 8), 200, np.uint8)
     scale, shift = normalization_constants(MEAN, STD)
-    out = apply_numba(x, [0], AugmentParams(np.array([0]), np.array([0]), np.array([False]), 4),
+    out = apply(x, [0], AugmentParams(np.array([0]), np.array([0]), np.array([False]), 4),
                       scale, shift)
     np.testing.assert_allclose(out[0, :, 0, 0], (0 - MEAN) / STD, rtol=1e-6)
     np.testing.assert_allclose(out[0, :, 7, 7], (200 / 255 - MEAN) / STD, rtol=1e-6)
@@ -221,16 +225,18 @@ def test_invalid_arguments(kwargs, message):
         make_loader(images(4).astype(np.float32), np.arange(4))
 
 
-def test_array_code_path_gives_the_same_batches():
-    """The path taken for CuPy (gather on the host, augment with array code on the device),
-    driven here with a stand-in array module that is NumPy under another name."""
-    import types
-
-    fake_xp = types.SimpleNamespace(__name__="fake_xp", asarray=np.asarray)
+def test_array_code_path_gives_the_same_batches(monkeypatch):
+    """The path taken for CuPy (gather on the images' side, augment with array code on the
+    device), driven here by the tests' stand-in for ``cupy``: NumPy arrays of a type that
+    minires takes for device arrays."""
+    fake_cupy = emu.fake_cupy(None, emu.GuardedAllocator())
+    monkeypatch.setitem(sys.modules, "cupy", fake_cupy)
     x, y = images(37), np.arange(37)
-    for prefetch in (False, True):
-        assert same(collect(make_loader(x, y)),
-                    collect(make_loader(x, y, xp=fake_xp, prefetch=prefetch)))
+    for source in (x, emu.to_emulated_device(x)):  # images on the host, on the "device"
+        for prefetch in (False, True):
+            batches = collect(make_loader(source, y, xp=fake_cupy, prefetch=prefetch))
+            assert all(type(bx) is emu.EmulatedDeviceArray for bx, _ in batches)
+            assert same(collect(make_loader(x, y)), batches)
 
 
 @pytest.mark.gpu

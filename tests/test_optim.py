@@ -70,7 +70,8 @@ def test_parameters_without_gradient_are_skipped():
     opt = optim.SGD([p, q], lr=0.1, momentum=0.9)
     opt.step()
     np.testing.assert_array_equal(q.data, [5.0])
-    assert list(opt.momentum_buffers) == [0]
+    np.testing.assert_array_equal(opt.momentum_buffers[1], [0.0])  # q's velocity: untouched
+    np.testing.assert_array_equal(opt.momentum_buffers[0], [1.0])
     opt.zero_grad()
     assert p.grad is None and q.grad is None
 
@@ -106,7 +107,10 @@ def test_a_shared_weight_is_stepped_once_per_step():
     W.grad = g2
     opt.step()
     np.testing.assert_allclose(W.data, w1 - 0.1 * (0.9 * d1 + g2 + 1e-2 * w1), rtol=1e-12)
-    assert len(opt.momentum_buffers) == 1
+    # One velocity per unique parameter; only the shared weight's has moved.
+    assert len(opt.momentum_buffers) == len(list(model.parameters()))
+    moved = [i for i, v in enumerate(opt.momentum_buffers) if v.any()]
+    assert [opt.params[i] for i in moved] == [W]
 
 
 def test_split_decay_exempts_batchnorm_and_biases():
@@ -145,6 +149,49 @@ def test_state_dict_resumes_exactly():
     assert (resumed.lr, resumed.momentum, resumed.nesterov) == (0.1, 0.9, True)
     run(resumed, grads[2:])
     np.testing.assert_array_equal(resumed.params[0].data, uninterrupted.params[0].data)
+
+
+@pytest.mark.parametrize("nesterov", [False, True])
+def test_zero_velocity_gives_the_first_step_bit_for_bit(nesterov):
+    """Velocities that start at zero give exactly the bits of PyTorch's rule of setting the
+    buffer to the first update (``0.9 * 0 + d == d``), in float32, step after step."""
+    model = models.resnet(8, share="block")
+    params = list(model.parameters())
+    _, no_decay = optim.split_decay(model)
+    opt = optim.SGD(params, lr=0.1, momentum=0.9, weight_decay=5e-4, nesterov=nesterov,
+                    no_decay=no_decay)
+    exempt = {id(p) for p in no_decay}
+    expected = [p.data.copy() for p in params]
+    buffers = [None] * len(params)
+    rng = np.random.default_rng(5)
+    for _ in range(3):
+        for i, p in enumerate(params):
+            p.grad = rng.standard_normal(p.shape).astype(np.float32)
+            d = p.grad + 5e-4 * expected[i] if id(p) not in exempt else p.grad
+            if buffers[i] is None:
+                buffers[i] = d.copy()
+            else:
+                buffers[i] = buffers[i] * np.float32(0.9) + d
+            d = d + np.float32(0.9) * buffers[i] if nesterov else buffers[i]
+            expected[i] = expected[i] - np.float32(0.1) * d
+        opt.step()
+    for p, want, v, v_want in zip(params, expected, opt.momentum_buffers, buffers):
+        np.testing.assert_array_equal(p.data, want)
+        np.testing.assert_array_equal(v, v_want)
+
+
+def test_a_state_without_some_buffers_resumes_them_at_zero():
+    """A parameter that has never been stepped has a zero velocity, saved or not."""
+    p, q = _param([1.0], [1.0]), _param([2.0], [3.0])
+    opt = optim.SGD([p, q], lr=0.1, momentum=0.9)
+    opt.step()
+    state = opt.state_dict()
+    del state["momentum_buffers"][1]
+    resumed = optim.SGD([Parameter(p.data.copy()), Parameter(np.array([2.0]))], lr=0.1,
+                        momentum=0.9)
+    resumed.load_state_dict(state)
+    np.testing.assert_array_equal(resumed.momentum_buffers[0], opt.momentum_buffers[0])
+    np.testing.assert_array_equal(resumed.momentum_buffers[1], [0.0])
 
 
 def test_load_state_dict_checks_the_parameter_list():

@@ -8,6 +8,7 @@ import minires, minires.kernels, minires.cli.main
 assert 'cupy' not in sys.modules, 'importing minires imported cupy'
 assert importlib.util.find_spec('kernels') is None, 'a top-level kernels package is installed'
 assert importlib.util.find_spec('cli') is None, 'a top-level cli package is installed'
+assert importlib.util.find_spec('minires.kernels.cuda.reference') is None, 'test oracles shipped'
 print(minires.kernels.__name__, minires.cli.main.__name__)
 """
 

@@ -1,10 +1,10 @@
 """Numba kernel: gather, pad, crop, flip and normalise a batch of uint8 images in one pass.
 
-The body is plain Python so it can be stepped through in a debugger (call ``crop_flip_normalize``
-on small arrays); the compiled versions below are what the loader calls. Random numbers never
-enter the kernel: crop offsets and flip flags are drawn in NumPy and passed in, which keeps the
-result a pure function of its arguments and testable against the NumPy reference in
-``minires.data.augment``.
+The body is plain Python so it can be stepped through in a debugger (call
+``crop_flip_normalize_body`` on small arrays); the compiled versions below are what
+:func:`crop_flip_normalize` calls. Random numbers never enter the kernel: crop offsets and flip
+flags are drawn in NumPy (``minires.data.augment``) and passed in, which keeps the result a pure
+function of its arguments and testable against a plain loop.
 
 Geometry: ``images`` is (N, C, H, W) uint8; output ``out`` is (B, C, OH, OW) float32. The image
 is conceptually zero-padded by ``pad`` pixels on every side (value 0 in uint8 space, as
@@ -19,8 +19,10 @@ import types
 import numpy as np
 from numba import njit, prange
 
+__all__ = ["crop_flip_normalize"]
 
-def crop_flip_normalize(images, index, dy, dx, flip, pad, scale, shift, out):
+
+def crop_flip_normalize_body(images, index, dy, dx, flip, pad, scale, shift, out):
     """Fill ``out[i]`` from ``images[index[i]]``; see the module docstring for the geometry.
 
     Args:
@@ -84,7 +86,36 @@ def _renamed(func, name):
 # going. The serial version is the loader's default: one thread is already far faster than
 # training needs, and it never competes with the training kernels for cores or for numba's
 # parallel thread pool.
-crop_flip_normalize_parallel = njit(parallel=True, cache=True, nogil=True)(
-    _renamed(crop_flip_normalize, "crop_flip_normalize_parallel"))
-crop_flip_normalize_serial = njit(cache=True, nogil=True)(
-    _renamed(crop_flip_normalize, "crop_flip_normalize_serial"))
+_parallel = njit(parallel=True, cache=True, nogil=True)(
+    _renamed(crop_flip_normalize_body, "crop_flip_normalize_parallel"))
+_serial = njit(cache=True, nogil=True)(
+    _renamed(crop_flip_normalize_body, "crop_flip_normalize_serial"))
+
+
+def crop_flip_normalize(images, index, dy, dx, flip, pad: int, scale, shift,
+                        parallel: bool = False):
+    """Gather ``images[index]`` and augment them: see the module docstring for the geometry.
+
+    Args:
+        images: (N, C, H, W) uint8 (made C-contiguous if it is not).
+        index: (B,) integer indices into ``images``.
+        dy, dx: (B,) crop origins in padded coordinates; flip: (B,) bool.
+        pad: zero padding on each side.
+        scale, shift: (C,) float32 normalisation constants.
+        parallel: run on numba's parallel thread pool (False: one thread, e.g. for a
+            background producer).
+    Returns:
+        (B, C, H, W) float32, C-contiguous.
+    """
+    images = np.ascontiguousarray(images, dtype=np.uint8)
+    index = np.ascontiguousarray(index, dtype=np.int64)
+    N, C, H, W = images.shape
+    B = index.shape[0]
+    if B and (index.min() < 0 or index.max() >= N):
+        raise IndexError(f"image index out of range 0..{N - 1}")
+    out = np.empty((B, C, H, W), np.float32)
+    kernel = _parallel if parallel else _serial
+    kernel(images, index, np.ascontiguousarray(dy, np.int64), np.ascontiguousarray(dx, np.int64),
+           np.ascontiguousarray(flip, np.bool_), int(pad), np.ascontiguousarray(scale, np.float32),
+           np.ascontiguousarray(shift, np.float32), out)
+    return out

@@ -1,4 +1,4 @@
-"""Batch normalisation (optionally followed by ReLU) and ReLU on the CPU, compiled by numba.
+"""Batch normalisation (optionally followed by ReLU) on the CPU, compiled by numba.
 
 Arrays are viewed as ``x3 (N, C, P)`` with ``P = H*W`` (1 for a 2-D input). The work is split
 over channels between the worker threads of :mod:`parallel` (one channel's values are one
@@ -21,6 +21,9 @@ import numpy as np
 from numba import njit
 
 from minires.kernels.cpu import parallel
+from minires.kernels.interface import BatchNormSaved
+
+__all__ = ["batch_norm_forward", "batch_norm_backward"]
 
 
 # Inner loops index 1-D row views with bare ``range`` variables: numba then needs no negative-
@@ -109,25 +112,10 @@ def bn_backward_body(x3, y3, gy3, c0, c1, gamma, mean, inv_std, training, relu, 
                 out[p] = k * g - k1 * xrow[p] + k0
 
 
-def relu_forward_body(x, y):
-    """``y = max(x, 0)`` over flat arrays; NaN stays NaN (``v < 0`` is False for it)."""
-    for i in range(x.shape[0]):
-        v = x[i]
-        y[i] = 0 if v < 0 else v
-
-
-def relu_backward_body(y, gy, gx):
-    """``gx = gy`` where ``y > 0``, else 0, over flat arrays."""
-    for i in range(y.shape[0]):
-        gx[i] = gy[i] if y[i] > 0 else 0
-
-
 # reassoc lets LLVM vectorise the sums (several partial accumulators); nothing else is relaxed.
 _jit = njit(nogil=True, cache=True, fastmath={"reassoc", "contract"})
 _bn_forward = _jit(bn_forward_body)
 _bn_backward = _jit(bn_backward_body)
-_relu_forward = _jit(relu_forward_body)
-_relu_backward = _jit(relu_backward_body)
 
 
 def _as3(x):
@@ -135,11 +123,21 @@ def _as3(x):
     return x.reshape(x.shape[0], x.shape[1], -1)
 
 
-def batch_norm_forward(x, gamma, beta, running_mean, running_var, training, momentum, eps,
-                       relu=False):
-    """``(y, mean, inv_std)``: batch normalisation of ``x (N, C, ...)`` per channel, followed by
-    ReLU when ``relu``. In training mode the running statistics (if not None) are updated in
-    place, PyTorch's way (unbiased variance, weight ``momentum``); otherwise they normalise."""
+def batch_norm_forward(x, gamma, beta, running_mean, running_var, training: bool,
+                       momentum: float = 0.1, eps: float = 1e-5, relu: bool = False):
+    """Batch normalisation of ``x (N, C)`` or ``(N, C, H, W)`` per channel, followed by ReLU
+    when ``relu``.
+
+    Args:
+        gamma, beta: ``(C,)``.
+        running_mean, running_var: ``(C,)`` arrays updated in place in training mode, PyTorch's
+            way (unbiased variance, weight ``momentum``; both may be None there); the
+            statistics that normalise in eval mode.
+    Returns:
+        ``(y, saved)``: ``y`` shaped like ``x`` and a :class:`BatchNormSaved` for the backward.
+    """
+    if not training and (running_mean is None or running_var is None):
+        raise ValueError("batch_norm in eval mode needs running_mean and running_var")
     x3 = _as3(x)
     N, C, P = x3.shape
     dtype = x3.dtype
@@ -163,43 +161,24 @@ def batch_norm_forward(x, gamma, beta, running_mean, running_var, training, mome
         running_mean += momentum * mean
         running_var *= 1 - momentum
         running_var += momentum * var * (count / max(count - 1, 1))  # unbiased
-    return y3.reshape(x.shape), mean, inv_std
+    y = y3.reshape(x.shape)
+    return y, BatchNormSaved(x, y if relu else None, gamma, mean, inv_std, bool(training),
+                             bool(relu))
 
 
-def batch_norm_backward(x, y, gy, gamma, mean, inv_std, training, relu=False, need_gx=True):
-    """``(gx, ggamma, gbeta)`` of :func:`batch_norm_forward`; ``y`` (its output) is read only
-    when ``relu``; ``gx`` is None unless ``need_gx``."""
-    x3, gy3 = _as3(x), _as3(gy)
-    y3 = _as3(y) if relu else gy3
+def batch_norm_backward(gy, saved: BatchNormSaved, need_gx: bool = True):
+    """Gradients ``(gx, ggamma, gbeta)`` of :func:`batch_norm_forward` for the upstream ``gy``
+    (shaped like x); ``gx`` is None unless ``need_gx``."""
+    x3, gy3 = _as3(saved.x), _as3(gy)
+    y3 = _as3(saved.y) if saved.relu else gy3  # read only when relu was fused
     N, C, P = x3.shape
     dtype = x3.dtype
-    gamma = np.ascontiguousarray(gamma, dtype=dtype)
     gx3 = np.empty_like(x3) if need_gx else x3  # x3 is never written when not need_gx
     ggamma, gbeta = np.empty(C, dtype), np.empty(C, dtype)
 
     def task(c0, c1):
-        _bn_backward(x3, y3, gy3, c0, c1, gamma, mean, inv_std, training, relu, need_gx,
-                     gx3, ggamma, gbeta)
+        _bn_backward(x3, y3, gy3, c0, c1, saved.gamma, saved.mean, saved.inv_std,
+                     saved.training, saved.relu, need_gx, gx3, ggamma, gbeta)
 
     parallel.run_split(task, C)
-    return (gx3.reshape(x.shape) if need_gx else None), ggamma, gbeta
-
-
-def relu_forward(x):
-    """``max(x, 0)``."""
-    x = np.ascontiguousarray(x)
-    flat, y = x.reshape(-1), np.empty_like(x)
-    out = y.reshape(-1)
-    parallel.run_split(lambda a, b: _relu_forward(flat[a:b], out[a:b]), flat.size,
-                       min_per_worker=1 << 16)
-    return y
-
-
-def relu_backward(y, gy):
-    """``gy`` where ``y > 0``, else 0."""
-    y, gy = np.ascontiguousarray(y), np.ascontiguousarray(gy)
-    gx = np.empty_like(gy)
-    fy, fg, out = y.reshape(-1), gy.reshape(-1), gx.reshape(-1)
-    parallel.run_split(lambda a, b: _relu_backward(fy[a:b], fg[a:b], out[a:b]), fy.size,
-                       min_per_worker=1 << 16)
-    return gx
+    return (gx3.reshape(saved.x.shape) if need_gx else None), ggamma, gbeta

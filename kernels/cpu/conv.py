@@ -26,16 +26,23 @@ ResNet-20 at batch 128):
 * ``gx`` for other strides: ``gcol = gy_rows @ Wt.T``, then a col2im that adds each chunk's
   rows into the channels-last scratch and transposes it back to ``(C, H, W)``.
 
+The whole-batch ``im2col``/``col2im`` of the backend interface (NCHW patches
+``(N, C, KH, KW, OH, OW)``, the layout the CUDA kernels use) are here too: the convolution does
+not need them, but ``max_pool2d`` takes its windows through them on both devices, and they show
+the patch matrix in its plainest form.
+
 Every kernel is a plain Python function (``*_body``) compiled with ``nogil=True`` so that the
 workers run in parallel; each works for float32 and float64.
 """
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+from numba import njit, prange
 
 from minires.kernels.cpu import parallel
-from minires.kernels.cpu.im2col import conv_output_size
+from minires.kernels.interface import ConvSaved, conv_output_size
+
+__all__ = ["im2col", "col2im", "conv2d_forward", "conv2d_backward"]
 
 #: Bytes of patch rows per chunk: about one core's L2 cache (256 KB to 2 MB measured the same
 #: within noise; 1 MB was a little better for the 3-channel first layer).
@@ -144,12 +151,77 @@ def nchw_to_rows_body(g, n0, n1, rows):
                     tile[j, oc] = src[j]
 
 
+def im2col_body(x, col, SH, SW, PH, PW):
+    """Fill ``col (N, C, KH, KW, OH, OW)`` with the patches of ``x (N, C, H, W)``; zeros where
+    a patch reaches into the padding."""
+    N, C, H, W = x.shape
+    KH, KW, OH, OW = col.shape[2], col.shape[3], col.shape[4], col.shape[5]
+    for nc in prange(N * C):  # each (image, channel) plane is independent
+        n = nc // C
+        c = nc % C
+        for kh in range(KH):
+            for kw in range(KW):
+                for oh in range(OH):
+                    ih = oh * SH - PH + kh
+                    if ih < 0 or ih >= H:
+                        for ow in range(OW):
+                            col[n, c, kh, kw, oh, ow] = 0
+                        continue
+                    for ow in range(OW):
+                        iw = ow * SW - PW + kw
+                        if 0 <= iw < W:
+                            col[n, c, kh, kw, oh, ow] = x[n, c, ih, iw]
+                        else:
+                            col[n, c, kh, kw, oh, ow] = 0
+
+
+def col2im_body(col, x, SH, SW, PH, PW):
+    """Sum the patches ``col (N, C, KH, KW, OH, OW)`` back into ``x (N, C, H, W)``, which must
+    be zeroed: the adjoint of ``im2col``. One thread owns one (image, channel) plane and adds in
+    a fixed order, so the result is deterministic."""
+    N, C, H, W = x.shape
+    KH, KW, OH, OW = col.shape[2], col.shape[3], col.shape[4], col.shape[5]
+    for nc in prange(N * C):
+        n = nc // C
+        c = nc % C
+        for kh in range(KH):
+            for kw in range(KW):
+                for oh in range(OH):
+                    ih = oh * SH - PH + kh
+                    if ih < 0 or ih >= H:
+                        continue
+                    for ow in range(OW):
+                        iw = ow * SW - PW + kw
+                        if 0 <= iw < W:
+                            x[n, c, ih, iw] += col[n, c, kh, kw, oh, ow]
+
+
 _jit = njit(nogil=True, cache=True)
 _pad_hwc = _jit(pad_hwc_body)
 _im2col_hwc = _jit(im2col_hwc_body)
 _col2im_hwc = _jit(col2im_hwc_body)
 _rows_to_nchw = _jit(rows_to_nchw_body)
 _nchw_to_rows = _jit(nchw_to_rows_body)
+# Whole-batch kernels on numba's own thread pool: they run alone, never between BLAS calls.
+_im2col_nchw = njit(parallel=True, cache=True)(im2col_body)
+_col2im_nchw = njit(parallel=True, cache=True)(col2im_body)
+
+
+def im2col(x, KH: int, KW: int, SH: int, SW: int, PH: int, PW: int):
+    """Patches of ``x (N, C, H, W)`` as ``col (N, C, KH, KW, OH, OW)`` (zeros in the padding)."""
+    N, C, H, W = x.shape
+    OH, OW = conv_output_size(H, KH, SH, PH), conv_output_size(W, KW, SW, PW)
+    col = np.empty((N, C, KH, KW, OH, OW), dtype=x.dtype)
+    _im2col_nchw(np.ascontiguousarray(x), col, SH, SW, PH, PW)
+    return col
+
+
+def col2im(col, H: int, W: int, SH: int, SW: int, PH: int, PW: int):
+    """Adjoint of :func:`im2col`: ``col (N, C, KH, KW, OH, OW)`` summed into ``(N, C, H, W)``."""
+    N, C = col.shape[:2]
+    x = np.zeros((N, C, H, W), dtype=col.dtype)
+    _col2im_nchw(np.ascontiguousarray(col), x, SH, SW, PH, PW)
+    return x
 
 
 def _chunk(per_image_bytes: int) -> int:
@@ -162,10 +234,18 @@ def _weight_rows(W):
     return np.ascontiguousarray(W.transpose(2, 3, 1, 0).reshape(-1, OC))
 
 
-def conv2d_forward(x, W, SH, SW, PH, PW):
-    """``y (N, OC, OH, OW)``: cross-correlation of ``x (N, C, H, W)`` with ``W (OC, C, KH, KW)``
-    (zero padding ``PH, PW``, stride ``SH, SW``)."""
+def conv2d_forward(x, W, SH: int, SW: int, PH: int, PW: int, need_gW: bool = True):
+    """Cross-correlation of ``x (N, C, H, W)`` with ``W (OC, C, KH, KW)`` (zero padding ``PH,
+    PW``, stride ``SH, SW``).
+
+    Returns ``(y (N, OC, OH, OW), saved)``; ``saved`` (a :class:`ConvSaved`) keeps the input
+    for the weight gradient only when ``need_gW``.
+    """
     x = np.ascontiguousarray(x)
+    return _forward(x, W, SH, SW, PH, PW), ConvSaved(x.shape, x if need_gW else None)
+
+
+def _forward(x, W, SH, SW, PH, PW):
     N, C, H, Wd = x.shape
     OC, _, KH, KW = W.shape
     OH, OW = conv_output_size(H, KH, SH, PH), conv_output_size(Wd, KW, SW, PW)
@@ -189,24 +269,23 @@ def conv2d_forward(x, W, SH, SW, PH, PW):
     return y.reshape(N, OC, OH, OW)
 
 
-def conv2d_backward(x, W, gy, SH, SW, PH, PW, need_gx=True, need_gW=True, x_shape=None):
+def conv2d_backward(gy, W, saved: ConvSaved, SH: int, SW: int, PH: int, PW: int,
+                    need_gx: bool = True, need_gW: bool = True):
     """Gradients ``(gx, gW)`` of :func:`conv2d_forward` for upstream ``gy (N, OC, OH, OW)``;
-    an entry is None when not asked for. ``x`` may be None when only ``gx`` is needed, and then
-    ``x_shape`` gives ``(N, C, H, W)``."""
+    an entry is None when not asked for (``need_gW`` needs a forward run with ``need_gW``)."""
     gy = np.ascontiguousarray(gy)
-    N, C, H, Wd = x.shape if x is not None else x_shape
+    N, C, H, Wd = saved.x_shape
     OC, _, KH, KW = W.shape
-    _, _, OH, OW = gy.shape
     gx = gW = None
     if need_gx:
         if SH == 1 and SW == 1 and PH <= KH - 1 and PW <= KW - 1:
             # gx is the full correlation of gy with the flipped kernel, channels swapped.
             Wflip = np.ascontiguousarray(W.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1])
-            gx = conv2d_forward(gy, Wflip, 1, 1, KH - 1 - PH, KW - 1 - PW)  # (N, C, H, W)
+            gx = _forward(gy, Wflip, 1, 1, KH - 1 - PH, KW - 1 - PW)  # (N, C, H, W)
         else:
-            gx = _conv2d_backward_data(W, gy, (N, C, H, Wd), SH, SW, PH, PW)
+            gx = _conv2d_backward_data(W, gy, saved.x_shape, SH, SW, PH, PW)
     if need_gW:
-        x = np.ascontiguousarray(x, dtype=gy.dtype)
+        x = np.ascontiguousarray(saved.for_gW, dtype=gy.dtype)
         gW = _conv2d_backward_weight(x, gy, KH, KW, SH, SW, PH, PW).astype(W.dtype, copy=False)
     return gx, gW
 

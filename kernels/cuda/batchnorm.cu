@@ -7,8 +7,8 @@
 // Reductions accumulate in double for float and double inputs alike, in two passes (mean, then
 // squared deviations), so the variance does not suffer from cancellation.
 //
-// NumPy references: minires.kernels.cuda.reference.batch_norm_forward / batch_norm_backward
-// (which agree with minires.functions.batchnorm on the CPU).
+// NumPy references: batch_norm_forward / batch_norm_backward in tests/cuda_reference.py (which
+// agree with the CPU kernels).
 #include "common.cuh"
 
 // Element j of channel c's (N*S) values, for j = n*S + s.
@@ -21,7 +21,7 @@ __device__ __forceinline__ int channel_index(int j, int c, int C, int S) {
 // Writes y, the batch mean and 1/sqrt(var + eps) of the channel, and, when update_running is
 // non-zero, running = (1 - momentum) * running + momentum * batch statistic.
 template <typename T>
-__device__ void bn_forward_train(const T* x, const T* gamma, const T* beta, T* y, T* mean_out,
+__global__ void bn_forward_train(const T* x, const T* gamma, const T* beta, T* y, T* mean_out,
                                  T* inv_std_out, T* running_mean, T* running_var, int N, int C,
                                  int S, T eps, T momentum, int update_running, int fuse_relu) {
     __shared__ double shared[32];
@@ -68,7 +68,7 @@ __device__ void bn_forward_train(const T* x, const T* gamma, const T* beta, T* y
 // Evaluation forward, elementwise: normalises with the running statistics, updates nothing.
 // Threads 0..C-1 also record the statistics used (mean_out, inv_std_out) for the backward pass.
 template <typename T>
-__device__ void bn_forward_eval(const T* x, const T* gamma, const T* beta, const T* running_mean,
+__global__ void bn_forward_eval(const T* x, const T* gamma, const T* beta, const T* running_mean,
                                 const T* running_var, T* y, T* mean_out, T* inv_std_out, int N,
                                 int C, int S, T eps, int fuse_relu) {
     const int total = N * C * S;
@@ -95,7 +95,7 @@ __device__ void bn_forward_eval(const T* x, const T* gamma, const T* beta, const
 //   eval:     gx = gamma * inv_std * g
 // gx is skipped when write_gx is 0 (the input needs no gradient); y is read only when fuse_relu.
 template <typename T>
-__device__ void bn_backward(const T* gy, const T* x, const T* y, const T* gamma, const T* mean,
+__global__ void bn_backward(const T* gy, const T* x, const T* y, const T* gamma, const T* mean,
                             const T* inv_std, T* gx, T* ggamma, T* gbeta, int N, int C, int S,
                             int training, int fuse_relu, int write_gx) {
     __shared__ double shared[32];
@@ -133,60 +133,4 @@ __device__ void bn_backward(const T* gy, const T* x, const T* y, const T* gamma,
             gx[i] = (T)(scale * g);
         }
     }
-}
-
-extern "C" __global__ void bn_forward_train_f32(const float* x, const float* gamma,
-                                                const float* beta, float* y, float* mean_out,
-                                                float* inv_std_out, float* running_mean,
-                                                float* running_var, int N, int C, int S,
-                                                float eps, float momentum, int update_running,
-                                                int fuse_relu) {
-    bn_forward_train<float>(x, gamma, beta, y, mean_out, inv_std_out, running_mean, running_var,
-                            N, C, S, eps, momentum, update_running, fuse_relu);
-}
-
-extern "C" __global__ void bn_forward_train_f64(const double* x, const double* gamma,
-                                                const double* beta, double* y, double* mean_out,
-                                                double* inv_std_out, double* running_mean,
-                                                double* running_var, int N, int C, int S,
-                                                double eps, double momentum, int update_running,
-                                                int fuse_relu) {
-    bn_forward_train<double>(x, gamma, beta, y, mean_out, inv_std_out, running_mean, running_var,
-                             N, C, S, eps, momentum, update_running, fuse_relu);
-}
-
-extern "C" __global__ void bn_forward_eval_f32(const float* x, const float* gamma,
-                                               const float* beta, const float* running_mean,
-                                               const float* running_var, float* y,
-                                               float* mean_out, float* inv_std_out, int N, int C,
-                                               int S, float eps, int fuse_relu) {
-    bn_forward_eval<float>(x, gamma, beta, running_mean, running_var, y, mean_out, inv_std_out,
-                           N, C, S, eps, fuse_relu);
-}
-
-extern "C" __global__ void bn_forward_eval_f64(const double* x, const double* gamma,
-                                               const double* beta, const double* running_mean,
-                                               const double* running_var, double* y,
-                                               double* mean_out, double* inv_std_out, int N,
-                                               int C, int S, double eps, int fuse_relu) {
-    bn_forward_eval<double>(x, gamma, beta, running_mean, running_var, y, mean_out, inv_std_out,
-                            N, C, S, eps, fuse_relu);
-}
-
-extern "C" __global__ void bn_backward_f32(const float* gy, const float* x, const float* y,
-                                           const float* gamma, const float* mean,
-                                           const float* inv_std, float* gx, float* ggamma,
-                                           float* gbeta, int N, int C, int S, int training,
-                                           int fuse_relu, int write_gx) {
-    bn_backward<float>(gy, x, y, gamma, mean, inv_std, gx, ggamma, gbeta, N, C, S, training,
-                       fuse_relu, write_gx);
-}
-
-extern "C" __global__ void bn_backward_f64(const double* gy, const double* x, const double* y,
-                                           const double* gamma, const double* mean,
-                                           const double* inv_std, double* gx, double* ggamma,
-                                           double* gbeta, int N, int C, int S, int training,
-                                           int fuse_relu, int write_gx) {
-    bn_backward<double>(gy, x, y, gamma, mean, inv_std, gx, ggamma, gbeta, N, C, S, training,
-                        fuse_relu, write_gx);
 }

@@ -4,9 +4,9 @@
 // NVRTC, so the compiler sees one self-contained translation unit. Nothing here includes a
 // header: NVRTC (what CuPy compiles with) has no host headers, and built-ins are all we need.
 //
-// Every kernel body is a `template <typename T> __device__` function; `extern "C" __global__`
-// wrappers named `<kernel>_f32` and `<kernel>_f64` instantiate it, so Python finds the kernels by
-// plain (unmangled) names.
+// Every kernel is a `template <typename T> __global__` function; the loader compiles each source
+// with the name expressions `kernel<float>` and `kernel<double>`, so NVRTC instantiates both and
+// tells CuPy their mangled names.
 #ifndef MINIRES_COMMON_CUH
 #define MINIRES_COMMON_CUH
 

@@ -1,16 +1,16 @@
 // im2col and col2im for NCHW images.
 //
-// Layout (the same as kernels/cpu/im2col.py): col is (N, C, KH, KW, OH, OW), which in memory is
-// (N, C*KH*KW, OH*OW), one GEMM-ready matrix per image.
+// Layout (the same as im2col in kernels/cpu/conv.py): col is (N, C, KH, KW, OH, OW), which in
+// memory is (N, C*KH*KW, OH*OW), one GEMM-ready matrix per image.
 //
-// NumPy references: minires.kernels.cuda.reference.im2col / col2im (and the numba kernels in
-// kernels/cpu/im2col.py, which compute the same values in the same summation order).
+// NumPy references: im2col / col2im in tests/cuda_reference.py (and the numba kernels in
+// kernels/cpu/conv.py, which compute the same values in the same summation order).
 #include "common.cuh"
 
 // col[n, c, kh, kw, oh, ow] = x[n, c, oh*SH - PH + kh, ow*SW - PW + kw], or 0 in the padding.
 // One thread per col element: consecutive threads write consecutive ow, so stores coalesce.
 template <typename T>
-__device__ void im2col(const T* x, T* col, int N, int C, int H, int W, int KH, int KW, int OH,
+__global__ void im2col(const T* x, T* col, int N, int C, int H, int W, int KH, int KW, int OH,
                        int OW, int SH, int SW, int PH, int PW) {
     const int total = N * C * KH * KW * OH * OW;
     MINIRES_GRID_STRIDE_LOOP(i, total) {
@@ -34,7 +34,7 @@ __device__ void im2col(const T* x, T* col, int N, int C, int H, int W, int KH, i
 // contributions in (kh, kw) order, so there are no atomics and the result is bit-for-bit
 // reproducible (and equal to the CPU kernel's, which adds in the same order).
 template <typename T>
-__device__ void col2im(const T* col, T* x, int N, int C, int H, int W, int KH, int KW, int OH,
+__global__ void col2im(const T* col, T* x, int N, int C, int H, int W, int KH, int KW, int OH,
                        int OW, int SH, int SW, int PH, int PW) {
     const int total = N * C * H * W;
     MINIRES_GRID_STRIDE_LOOP(i, total) {
@@ -61,28 +61,4 @@ __device__ void col2im(const T* col, T* x, int N, int C, int H, int W, int KH, i
         }
         x[i] = sum;
     }
-}
-
-extern "C" __global__ void im2col_f32(const float* x, float* col, int N, int C, int H, int W,
-                                      int KH, int KW, int OH, int OW, int SH, int SW, int PH,
-                                      int PW) {
-    im2col<float>(x, col, N, C, H, W, KH, KW, OH, OW, SH, SW, PH, PW);
-}
-
-extern "C" __global__ void im2col_f64(const double* x, double* col, int N, int C, int H, int W,
-                                      int KH, int KW, int OH, int OW, int SH, int SW, int PH,
-                                      int PW) {
-    im2col<double>(x, col, N, C, H, W, KH, KW, OH, OW, SH, SW, PH, PW);
-}
-
-extern "C" __global__ void col2im_f32(const float* col, float* x, int N, int C, int H, int W,
-                                      int KH, int KW, int OH, int OW, int SH, int SW, int PH,
-                                      int PW) {
-    col2im<float>(col, x, N, C, H, W, KH, KW, OH, OW, SH, SW, PH, PW);
-}
-
-extern "C" __global__ void col2im_f64(const double* col, double* x, int N, int C, int H, int W,
-                                      int KH, int KW, int OH, int OW, int SH, int SW, int PH,
-                                      int PW) {
-    col2im<double>(col, x, N, C, H, W, KH, KW, OH, OW, SH, SW, PH, PW);
 }

@@ -6,13 +6,13 @@
 // matrix. An out-of-range label gives a NaN loss (and NaN gradients) rather than a host-side check,
 // which would synchronise the device on every step.
 //
-// NumPy references: minires.kernels.cuda.reference.softmax_cross_entropy_forward / _backward
-// (which agree with minires.functions.loss on the CPU).
+// NumPy references: softmax_cross_entropy_forward / _backward in tests/cuda_reference.py (which
+// agree with the CPU kernels).
 #include "common.cuh"
 
 // One warp per row (blockDim.x a multiple of 32): max, then the sum of exp(logit - max) in double.
 template <typename T>
-__device__ void softmax_ce_forward(const T* logits, const long long* labels, T* loss, T* log_z,
+__global__ void softmax_ce_forward(const T* logits, const long long* labels, T* loss, T* log_z,
                                    int N, int K) {
     const int row = (blockIdx.x * blockDim.x + threadIdx.x) >> 5;
     const int lane = threadIdx.x & 31;
@@ -41,7 +41,7 @@ __device__ void softmax_ce_forward(const T* logits, const long long* labels, T* 
 // Elementwise: gx[n, k] = (softmax[n, k] - [k == label[n]]) * gy / N, with gy a device scalar
 // (read on the device, so the host never waits for it).
 template <typename T>
-__device__ void softmax_ce_backward(const T* logits, const long long* labels, const T* log_z,
+__global__ void softmax_ce_backward(const T* logits, const long long* labels, const T* log_z,
                                     const T* gy, T* gx, int N, int K) {
     const int total = N * K;
     const T scale = gy[0] / (T)N;
@@ -56,26 +56,4 @@ __device__ void softmax_ce_backward(const T* logits, const long long* labels, co
         const T p = (T)exp((double)logits[i] - (double)log_z[row]);
         gx[i] = (p - (k == label ? T(1) : T(0))) * scale;
     }
-}
-
-extern "C" __global__ void softmax_ce_forward_f32(const float* logits, const long long* labels,
-                                                  float* loss, float* log_z, int N, int K) {
-    softmax_ce_forward<float>(logits, labels, loss, log_z, N, K);
-}
-
-extern "C" __global__ void softmax_ce_forward_f64(const double* logits, const long long* labels,
-                                                  double* loss, double* log_z, int N, int K) {
-    softmax_ce_forward<double>(logits, labels, loss, log_z, N, K);
-}
-
-extern "C" __global__ void softmax_ce_backward_f32(const float* logits, const long long* labels,
-                                                   const float* log_z, const float* gy,
-                                                   float* gx, int N, int K) {
-    softmax_ce_backward<float>(logits, labels, log_z, gy, gx, N, K);
-}
-
-extern "C" __global__ void softmax_ce_backward_f64(const double* logits, const long long* labels,
-                                                   const double* log_z, const double* gy,
-                                                   double* gx, int N, int K) {
-    softmax_ce_backward<double>(logits, labels, log_z, gy, gx, N, K);
 }

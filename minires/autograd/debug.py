@@ -9,7 +9,7 @@ def _check_finite(xp, array, what: str) -> None:
 
 def check_forward(fn, inputs, outputs) -> None:
     """Outputs must be finite and float outputs must keep the inputs' float dtype."""
-    xp = inputs[0].xp
+    xp = fn.k.xp
     float_dtypes = {t.data.dtype for t in inputs if t.data.dtype.kind == "f"}
     for i, y in enumerate(outputs):
         what = f"{fn.name}.forward output {i} (shape {tuple(y.shape)}, {y.dtype})"
@@ -30,4 +30,4 @@ def check_backward(fn, gxs) -> None:
                              f"{tuple(x.shape)}")
         if gx.dtype != x.data.dtype:
             raise ValueError(f"{what}: dtype {gx.dtype}, expected the input's {x.data.dtype}")
-        _check_finite(x.xp, gx, what)
+        _check_finite(fn.k.xp, gx, what)

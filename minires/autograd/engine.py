@@ -7,6 +7,12 @@ through :func:`accumulate`, which never writes into an existing array: operation
 same array object for two inputs (``Add`` returns ``(gy, gy)``), so an in-place ``+=`` on one
 gradient would silently change another (``(x + x) + x`` would give 4 instead of 3).
 
+A leaf's ``.grad`` belongs to that leaf alone (:func:`accumulate_leaf`): after
+``(x + y).backward(g)``, ``x.grad *= 0.5`` changes neither ``y.grad`` nor ``g``. The first
+gradient stored into a leaf is copied only when it shares memory with an upstream gradient or
+with another input's gradient, so the arrays that kernels freshly allocate (every gradient of a
+convolution, a BatchNorm or a linear layer) are kept as they are.
+
 The graph is walked without recursion (deep graphs would overflow Python's stack near depth
 1,000): functions are visited in decreasing ``generation``, a topological order, because a
 function's outputs always have a higher generation than its inputs.
@@ -16,6 +22,7 @@ from __future__ import annotations
 import heapq
 
 from minires.autograd.config import config
+from minires.autograd.debug import check_backward
 from minires.autograd.tensor import unwrap
 
 
@@ -23,10 +30,40 @@ def accumulate(current, g):
     """Return the sum of gradient ``current`` (or ``None``) and ``g``, without aliasing.
 
     ``current + g`` allocates a new array, so neither argument is modified; when ``current`` is
-    ``None`` the incoming array is stored as it is, which is safe because no gradient array is
-    ever modified in place afterwards.
+    ``None`` the incoming array is returned as it is, which is safe because the engine never
+    modifies a gradient array in place.
     """
     return g if current is None else current + g
+
+
+def accumulate_leaf(leaf, g, private: bool) -> None:
+    """Add gradient ``g`` into ``leaf.grad`` so that the result belongs to the leaf alone.
+
+    ``private``: whether nothing but this call refers to ``g`` (see :func:`_private`); if not,
+    the first gradient is copied. Later ones are summed into a new array anyway.
+    """
+    if leaf.grad is None:
+        leaf.grad = g if private else g.copy()
+    else:
+        leaf.grad = leaf.grad + g
+
+
+def _memory(a):
+    """The object that owns the memory of array ``a`` (``a`` itself unless it is a view)."""
+    while getattr(a, "base", None) is not None:
+        a = a.base
+    return a
+
+
+def _private(g, gys, gxs) -> bool:
+    """True when a gradient ``g`` that a backward returned (among ``gxs``, for upstream ``gys``)
+    may become a leaf's own ``.grad`` without a copy: its memory is neither that of an upstream
+    gradient the backward was given (``Add`` passes ``gy`` through, ``Reshape`` a view of it)
+    nor that of another gradient it returned. A backward never returns an array it keeps (see
+    ``minires.autograd.function``), so what is left is memory it allocated for ``g`` alone."""
+    memory = _memory(g)
+    return (all(_memory(gy) is not memory for gy in gys)
+            and sum(_memory(other) is memory for other in gxs if other is not None) == 1)
 
 
 def backward(root, gy=None) -> None:
@@ -35,13 +72,14 @@ def backward(root, gy=None) -> None:
     Args:
         root: the Tensor to differentiate (usually a scalar loss).
         gy: the upstream gradient, shaped like ``root``; defaults to ones (``root`` is then
-            normally a scalar).
+            normally a scalar). It is never modified, nor stored as anyone's ``.grad``.
     Leaves are tensors with ``requires_grad`` and no creator (Parameters, inputs); their
     ``.grad`` keeps accumulating across calls until it is reset to ``None``. Gradients of
     intermediate tensors live only for the duration of the pass.
     """
     xp = root.xp
-    if gy is None:
+    given = gy is not None
+    if not given:
         gy = xp.ones_like(root.data)
     else:
         gy = xp.asarray(unwrap(gy), dtype=root.data.dtype)
@@ -50,7 +88,7 @@ def backward(root, gy=None) -> None:
                              f"shape {root.shape}")
     if root.creator is None:
         if root.requires_grad:
-            root.grad = accumulate(root.grad, gy)
+            accumulate_leaf(root, gy, private=not given)
         return
 
     # grads maps id(tensor) -> (tensor, gradient so far); holding the tensor keeps its id unique.
@@ -75,8 +113,8 @@ def backward(root, gy=None) -> None:
             gys.append(entry[1] if entry is not None else None)
         if all(g is None for g in gys):
             continue
-        xp = fn.inputs[0].xp
-        gys = [g if g is not None else xp.zeros(*spec) for g, spec in zip(gys, fn.output_specs)]
+        gys = [g if g is not None else fn.k.xp.zeros(*spec)
+               for g, spec in zip(gys, fn.output_specs)]
         gxs = fn.backward(*gys)
         if not isinstance(gxs, tuple):
             gxs = (gxs,)
@@ -84,13 +122,12 @@ def backward(root, gy=None) -> None:
             raise RuntimeError(f"{fn.name}.backward returned {len(gxs)} gradients for "
                                f"{len(fn.inputs)} inputs")
         if config.debug:
-            from minires.autograd.debug import check_backward
             check_backward(fn, gxs)
         for x, gx, needed in zip(fn.inputs, gxs, fn.needs_input_grad):
             if not needed or gx is None:
                 continue
             if x.creator is None:
-                x.grad = accumulate(x.grad, gx)
+                accumulate_leaf(x, gx, _private(gx, gys, gxs))
             else:
                 previous = grads.get(id(x))
                 grads[id(x)] = (x, accumulate(previous[1] if previous else None, gx))

@@ -4,10 +4,14 @@ A subclass implements
 
 * ``forward(*xs) -> y or tuple of ys``: NumPy/CuPy arrays in, arrays out. It may store what
   backward needs on ``self``; ``self.needs_input_grad`` is already set, so it can skip saving
-  what no gradient will use.
+  what no gradient will use, and ``self.k`` holds the kernels for the inputs' device
+  (``minires.backend.kernels_for``: ``self.k.conv2d_forward(...)``, ``self.k.xp.zeros(...)``),
+  chosen once here so that no Function ever asks which device it runs on.
 * ``backward(*gys) -> tuple``: one gradient array per forward input, in order, or ``None`` for
   an input whose gradient is not needed (``self.needs_input_grad[i]`` is False). ``gys`` holds
-  one array per output; an output nobody used gets zeros.
+  one array per output; an output nobody used gets zeros. A gradient is either a new array or
+  one of ``gys`` (or a view of one), never an array the Function keeps (nor a view of one):
+  the engine hands a new array to a leaf as its own ``.grad`` without copying it.
 
 Calling a Function instance wraps its inputs as Tensors, runs ``forward``, and, when recording
 is on and some input requires a gradient, links the outputs to this node of the graph.
@@ -16,7 +20,10 @@ from __future__ import annotations
 
 import weakref
 
+from minires import backend
 from minires.autograd.config import config
+from minires.autograd.debug import check_forward
+from minires.autograd.tensor import Tensor, as_tensor
 
 
 class Function:
@@ -25,18 +32,17 @@ class Function:
     needs_input_grad: tuple = ()
 
     def __call__(self, *inputs):
-        from minires.autograd.tensor import as_tensor
-
         tensors = tuple(as_tensor(x) for x in inputs)
+        arrays = tuple(t.data for t in tensors)
         record = config.enable_grad and any(t.requires_grad for t in tensors)
         self.needs_input_grad = tuple(record and t.requires_grad for t in tensors)
-        ys = self.forward(*(t.data for t in tensors))
+        self.k = backend.kernels_for(*arrays)
+        ys = self.forward(*arrays)
         if not isinstance(ys, tuple):
             ys = (ys,)
         if config.debug:
-            from minires.autograd.debug import check_forward
             check_forward(self, tensors, ys)
-        outputs = tuple(_new_tensor(y, record) for y in ys)
+        outputs = tuple(Tensor(y, requires_grad=record) for y in ys)
         if record:
             self.inputs = tensors
             self.generation = max(t.generation for t in tensors)
@@ -61,8 +67,3 @@ class Function:
 
     def __repr__(self) -> str:
         return f"<{self.name}>"
-
-
-def _new_tensor(array, requires_grad):
-    from minires.autograd.tensor import Tensor
-    return Tensor(array, requires_grad=requires_grad)

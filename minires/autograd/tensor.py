@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from minires.backend import get_array_module, is_cuda_array, to_device, to_numpy
+from minires.backend import device_of, get_array_module, is_array, to_device, to_numpy
 
 
 def _functions():
@@ -32,7 +32,7 @@ class Tensor:
     def __init__(self, data, requires_grad: bool = False):
         if isinstance(data, Tensor):
             data = data.data
-        elif not (isinstance(data, np.ndarray) or is_cuda_array(data)):
+        elif not is_array(data):
             data = np.asarray(data)
         self.data = data
         self.grad = None
@@ -64,7 +64,7 @@ class Tensor:
 
     @property
     def device(self) -> str:
-        return "cuda" if is_cuda_array(self.data) else "cpu"
+        return device_of(self.data)
 
     def __len__(self) -> int:
         return len(self.data)
@@ -76,7 +76,7 @@ class Tensor:
     # -- autograd ------------------------------------------------------------------------
     def backward(self, gy=None) -> None:
         """Accumulate d(self)/d(leaf) into every leaf's ``.grad``; ``gy`` defaults to ones."""
-        from minires.autograd.engine import backward
+        from minires.autograd.engine import backward  # the engine imports this module
         backward(self, gy)
 
     def detach(self) -> "Tensor":

@@ -12,15 +12,17 @@ Policies (the ``augment`` argument of the loader):
 Every policy ends with per-channel normalisation to float32: ``(x / 255 - mean) / std`` with
 ``mean``/``std`` on the 0..1 scale.
 
-Random parameters are drawn here with NumPy (:func:`draw_params`), then applied either by the
-numba kernel (:func:`apply_numba`, CPU, NumPy arrays) or by :func:`apply_xp`, plain array code
-that runs unchanged on NumPy or CuPy and doubles as the reference the kernel is tested against.
+Random parameters are drawn here with NumPy (:func:`draw_params`), then applied by
+:func:`apply` on the device that holds the images: ``crop_flip_normalize`` of the backend (a
+numba kernel on the CPU, CuPy array code on a GPU).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import numpy as np
+
+from minires import backend
 
 POLICIES = (None, "crop_flip", "flip")
 DEFAULT_PAD = 4
@@ -97,74 +99,27 @@ def normalization_constants(mean, std):
     return scale, shift
 
 
-def apply_xp(batch, params: AugmentParams, scale, shift):
-    """Array-code augmentation (NumPy or CuPy): the reference for the numba kernel.
+def apply(images, index, params: AugmentParams, scale, shift, parallel: bool = True):
+    """Gather ``images[index]`` and augment them on the device that holds ``images``.
 
     Args:
-        batch: (B, C, H, W) uint8 on the device that should do the work.
-        params: crop origins and flips for the B images.
-        scale, shift: (C,) float32 from :func:`normalization_constants`.
-    Returns:
-        (B, C, H, W) float32, C-contiguous, on the same device as ``batch``.
-    """
-    from minires.backend import get_array_module
-
-    xp = get_array_module(batch)
-    B, C, H, W = batch.shape
-    P = params.pad
-    padded = xp.pad(batch, ((0, 0), (0, 0), (P, P), (P, P))) if P else batch
-    dy = xp.asarray(params.dy).reshape(B, 1)
-    dx = xp.asarray(params.dx).reshape(B, 1)
-    flip = xp.asarray(params.flip).reshape(B, 1)
-    rows = dy + xp.arange(H).reshape(1, H)                       # (B, H) rows of the padded image
-    cols_in_crop = xp.where(flip, xp.arange(W - 1, -1, -1), xp.arange(W))  # (B, W)
-    cols = dx + cols_in_crop                                     # (B, W)
-    crop = padded[xp.arange(B).reshape(B, 1, 1, 1), xp.arange(C).reshape(1, C, 1, 1),
-                  rows.reshape(B, 1, H, 1), cols.reshape(B, 1, 1, W)]
-    scale = xp.asarray(scale, dtype=xp.float32).reshape(1, C, 1, 1)
-    shift = xp.asarray(shift, dtype=xp.float32).reshape(1, C, 1, 1)
-    return xp.ascontiguousarray(crop.astype(xp.float32) * scale - shift)
-
-
-def apply_numba(images, index, params: AugmentParams, scale, shift, out=None, parallel=True):
-    """Gather ``images[index]`` and augment them with the fused numba kernel (CPU only).
-
-    Args:
-        images: (N, C, H, W) uint8 NumPy array (made C-contiguous if it is not).
+        images: (N, C, H, W) uint8, NumPy or CuPy.
         index: (B,) integer indices into ``images``.
         params: crop origins and flips for the B outputs.
         scale, shift: (C,) float32 from :func:`normalization_constants`.
-        out: optional (B, C, H, W) float32 C-contiguous array to write into.
-        parallel: use numba's thread pool (``False``: one thread, for a background producer).
+        parallel: on the CPU, use numba's thread pool (``False``: one thread, for a background
+            producer).
     Returns:
-        (B, C, H, W) float32.
+        (B, C, H, W) float32, C-contiguous, on the device of ``images``.
     """
-    from minires.kernels.cpu import augment as kernels
-
-    images = np.ascontiguousarray(images, dtype=np.uint8)
-    index = np.ascontiguousarray(index, dtype=np.int64)
-    N, C, H, W = images.shape
-    B = index.shape[0]
-    if B and (index.min() < 0 or index.max() >= N):
-        raise IndexError(f"image index out of range 0..{N - 1}")
-    if out is None:
-        out = np.empty((B, C, H, W), np.float32)
-    kernel = kernels.crop_flip_normalize_parallel if parallel else \
-        kernels.crop_flip_normalize_serial
-    kernel(images, index, np.ascontiguousarray(params.dy, np.int64),
-           np.ascontiguousarray(params.dx, np.int64), np.ascontiguousarray(params.flip, np.bool_),
-           int(params.pad), np.ascontiguousarray(scale, np.float32),
-           np.ascontiguousarray(shift, np.float32), out)
-    return out
+    return backend.kernels_for(images).crop_flip_normalize(
+        images, index, params.dy, params.dx, params.flip, params.pad, scale, shift, parallel)
 
 
 def augment_batch(batch, params: AugmentParams, mean, std):
     """Augment and normalise a (B, C, H, W) uint8 batch on whatever device holds it.
 
-    NumPy arrays go through the numba kernel, other arrays (CuPy) through :func:`apply_xp`.
     ``mean``/``std``: (C,) on the 0..1 scale. Returns (B, C, H, W) float32.
     """
     scale, shift = normalization_constants(mean, std)
-    if isinstance(batch, np.ndarray):
-        return apply_numba(batch, np.arange(len(batch)), params, scale, shift)
-    return apply_xp(batch, params, scale, shift)
+    return apply(batch, np.arange(len(batch)), params, scale, shift)

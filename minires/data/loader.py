@@ -14,8 +14,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from minires.data.augment import (DEFAULT_PAD, AugmentParams, apply_numba, apply_xp,
-                                  check_policy, draw_params, normalization_constants)
+from minires import backend
+from minires.data.augment import (DEFAULT_PAD, AugmentParams, apply, check_policy, draw_params,
+                                  normalization_constants)
 
 PREFETCH_DEPTH = 3      # batches the background thread may run ahead
 
@@ -52,7 +53,7 @@ class Loader:
         prefetch: prepare batches in a background thread (same batches, overlapped with the
             caller's work).
         xp: array module of the yielded batches (``numpy``: numba kernel on the CPU; ``cupy``:
-            uint8 batches are moved to the GPU and augmented there with array code).
+            uint8 batches are moved to the GPU and augmented there).
         pad: zero padding of ``"crop_flip"`` (4 for CIFAR, as He et al. 2016).
         parallel: run the numba kernel on numba's parallel thread pool. Off by default: one
             thread already delivers several hundred thousand 32x32 images per second, far above
@@ -82,8 +83,9 @@ class Loader:
         if self.scale.shape[0] != images.shape[1]:
             raise ValueError(f"mean/std have {self.scale.shape[0]} channels, images have "
                              f"{images.shape[1]}")
-        self.images = images if xp is not np else np.ascontiguousarray(images)
-        self.labels = np.asarray(labels if xp is np else _to_numpy(labels), np.int64)
+        # C order once here, rather than a copy of the whole set per batch in the kernel.
+        self.images = images if images.flags.c_contiguous else images.copy()
+        self.labels = np.asarray(backend.to_numpy(labels), np.int64)
         self.batch_size = int(batch_size)
         self.shuffle = bool(shuffle)
         self.augment = check_policy(augment)
@@ -91,6 +93,11 @@ class Loader:
         self.drop_last = bool(drop_last)
         self.prefetch = bool(prefetch)
         self.xp = xp
+        # Decided once, by the device of the batches: on the CPU the producer (the prefetch
+        # thread, if any) makes whole batches with the fused kernel; for a GPU it only gathers
+        # uint8 images on the host (a quarter of the bytes of float32 to move), and the device
+        # augments them in the consumer's thread.
+        self.augment_in_producer = backend.kernels_for_module(xp).device == "cpu"
         self.pad = int(pad)
         self.parallel = bool(parallel)
         self.epoch = 0
@@ -131,28 +138,24 @@ class Loader:
         return (self._finish(self._produce(plan, b, parallel=self.parallel))
                 for b in range(len(self)))
 
-    # The CPU-side work of one batch: on the NumPy path the whole batch (numba kernel); on the
-    # CuPy path only the index gather, the rest happens on the device in _finish.
     def _produce(self, plan: EpochPlan, b: int, parallel: bool):
+        """The producer's part of batch ``b`` (see ``augment_in_producer``): the whole batch on
+        the CPU; for a GPU, only the gather of its uint8 images, on their own device."""
         start = b * self.batch_size
         index = plan.order[start:start + self.batch_size]
         params = plan.params[start:start + self.batch_size]
         y = self.labels[index]
-        if self.xp is np:
-            x = apply_numba(self.images, index, params, self.scale, self.shift,
-                            parallel=parallel)
-            return x, y
-        if isinstance(self.images, np.ndarray):
-            batch = np.ascontiguousarray(self.images[index])   # uint8: 4x less to transfer
-        else:
-            batch = self.images[self.xp.asarray(index)]
+        if self.augment_in_producer:
+            return apply(self.images, index, params, self.scale, self.shift, parallel), y
+        batch = self.images[backend.get_array_module(self.images).asarray(index)]
         return batch, y, params
 
     def _finish(self, item):
-        if self.xp is np:
+        """The consumer's part of a batch: moving it to the device and augmenting it there."""
+        if self.augment_in_producer:
             return item
         batch, y, params = item
-        x = apply_xp(self.xp.asarray(batch), params, self.scale, self.shift)
+        x = apply(self.xp.asarray(batch), np.arange(len(batch)), params, self.scale, self.shift)
         return x, self.xp.asarray(y)
 
     def _prefetched(self, plan: EpochPlan):
@@ -192,9 +195,3 @@ class Loader:
         finally:
             stop.set()
             thread.join()
-
-
-def _to_numpy(array):
-    from minires.backend import to_numpy
-
-    return to_numpy(array)

@@ -11,9 +11,6 @@ well would update its running statistics twice per step, from two different dist
 from __future__ import annotations
 
 from minires.autograd import Function, unwrap
-from minires.backend import is_cuda_array
-from minires.kernels import cuda
-from minires.kernels.cpu import batchnorm as cpu_bn
 
 
 class BatchNorm(Function):
@@ -25,36 +22,23 @@ class BatchNorm(Function):
         self.training, self.momentum, self.eps = training, momentum, eps
 
     def forward(self, x, gamma, beta):
-        if is_cuda_array(x):  # fused CUDA kernels; same results (minires.kernels.cuda)
-            y, self.saved = cuda.batch_norm_forward(x, gamma, beta, self.running_mean,
-                                                    self.running_var, self.training,
-                                                    self.momentum, self.eps, relu=self.relu)
-            return y
-        if not self.training and self.running_mean is None:
-            raise ValueError("batch_norm in eval mode needs running_mean and running_var")
-        # One numba pass for the statistics, one for the output (minires.kernels.cpu.batchnorm);
-        # the backward pass recomputes xhat from x, mean and inv_std instead of storing it.
-        y, self.mean, self.inv_std = cpu_bn.batch_norm_forward(
-            x, gamma, beta, self.running_mean, self.running_var, self.training, self.momentum,
-            self.eps, relu=self.relu)
-        self.x, self.gamma = x, gamma
-        self.y = y if self.relu else None
+        # The kernels keep the input and the per-channel statistics (self.saved): the backward
+        # pass recomputes xhat from them instead of storing a normalised copy of x.
+        y, self.saved = self.k.batch_norm_forward(x, gamma, beta, self.running_mean,
+                                                  self.running_var, self.training,
+                                                  self.momentum, self.eps, relu=self.relu)
         return y
 
     def backward(self, gy):
-        if is_cuda_array(gy):
-            return cuda.batch_norm_backward(gy, self.saved, self.needs_input_grad[0])
-        gx, ggamma, gbeta = cpu_bn.batch_norm_backward(
-            self.x, self.y, gy, self.gamma, self.mean, self.inv_std, self.training,
-            relu=self.relu, need_gx=self.needs_input_grad[0])
         need = self.needs_input_grad
+        gx, ggamma, gbeta = self.k.batch_norm_backward(gy, self.saved, need_gx=need[0])
         return gx, (ggamma if need[1] else None), (gbeta if need[2] else None)
 
 
 class BatchNormReLU(BatchNorm):
-    """``relu(batch_norm(x))`` as one node: on the CPU the ReLU is applied in the normalising
-    pass and its mask in the gradient passes, saving a full read and write of the activation
-    each way. On the GPU the CUDA BatchNorm kernels do the same (their ``relu`` flag)."""
+    """``relu(batch_norm(x))`` as one node: the kernels apply the ReLU in the normalising pass
+    and its mask in the gradient passes, saving a full read and write of the activation each
+    way."""
 
     relu = True
 

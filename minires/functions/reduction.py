@@ -26,7 +26,7 @@ class Sum(Function):
         return y
 
     def backward(self, gy):
-        xp = self.inputs[0].xp
+        xp = self.k.xp
         if not self.keepdims:
             gy = xp.expand_dims(gy, self.axes)
         if self.scale is not None:

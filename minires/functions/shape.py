@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 from minires.autograd import Function
-from minires.backend import get_array_module
 
 
 class Reshape(Function):
@@ -49,15 +48,11 @@ class GetItem(Function):
         return x[self.index]
 
     def backward(self, gy):
-        xp = self.inputs[0].xp
-        gx = xp.zeros(self.x_shape, dtype=self.x_dtype)
+        gx = self.k.xp.zeros(self.x_shape, dtype=self.x_dtype)
         if _is_basic_index(self.index):
             gx[self.index] = gy
-        elif xp.__name__ == "numpy":
-            xp.add.at(gx, self.index, gy)  # repeated indices must add up
         else:
-            import cupyx
-            cupyx.scatter_add(gx, self.index, gy)
+            self.k.scatter_add(gx, self.index, gy)  # repeated indices must add up
         return gx
 
 
@@ -72,7 +67,7 @@ class Pad(Function):
             raise ValueError(f"pad_width needs {x.ndim} (before, after) pairs, got "
                              f"{len(self.pad_width)}")
         out_shape = tuple(s + b + a for s, (b, a) in zip(x.shape, self.pad_width))
-        y = get_array_module(x).zeros(out_shape, dtype=x.dtype)
+        y = self.k.xp.zeros(out_shape, dtype=x.dtype)
         y[self._inner(x.shape)] = x
         return y
 

@@ -19,8 +19,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from minires.autograd import Parameter
-from minires.backend import get_array_module, is_cuda_array, to_device, to_numpy
+from minires.autograd import Parameter, unwrap
+from minires.backend import device_of, is_array, to_device
 
 
 class LoadResult(NamedTuple):
@@ -38,10 +38,6 @@ class RemovableHandle:
 
     def remove(self) -> None:
         self._hooks.pop(self._key, None)
-
-
-def _is_array(value) -> bool:
-    return isinstance(value, np.ndarray) or is_cuda_array(value)
 
 
 class Module:
@@ -76,7 +72,7 @@ class Module:
             self._forget(name)
             modules[name] = value
         elif name in buffers:
-            if value is not None and not _is_array(value):
+            if value is not None and not is_array(value):
                 raise TypeError(f"buffer {name!r} must be a NumPy/CuPy array or None, got "
                                 f"{type(value).__name__}")
             buffers[name] = value
@@ -113,7 +109,7 @@ class Module:
 
     def register_buffer(self, name: str, array) -> None:
         """Register ``array`` (NumPy/CuPy, or None) as state that is saved but not learned."""
-        if array is not None and not _is_array(array):
+        if array is not None and not is_array(array):
             raise TypeError(f"buffer {name!r} must be a NumPy/CuPy array or None, got "
                             f"{type(array).__name__}")
         self._forget(name)
@@ -299,7 +295,7 @@ class Module:
             if key not in state:
                 continue
             target = owner.data if kind == "parameter" else owner._buffers[attribute]
-            value = getattr(state[key], "data", state[key])
+            value = unwrap(state[key])
             if not hasattr(value, "shape"):
                 value = np.asarray(value)
             if tuple(value.shape) != tuple(target.shape):
@@ -307,8 +303,7 @@ class Module:
                                  f"state, the model expects {tuple(target.shape)}")
             pairs.append((target, value))
         for target, value in pairs:
-            xp = get_array_module(target)
-            target[...] = to_numpy(value) if xp is np else xp.asarray(value)
+            target[...] = to_device(value, device_of(target))
         return LoadResult(missing, unexpected)
 
     # -- devices -------------------------------------------------------------------------

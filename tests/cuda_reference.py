@@ -1,19 +1,15 @@
 """NumPy references for the CUDA kernels: same names, arguments and results as the wrappers in
 :mod:`minires.kernels.cuda`, written for clarity rather than speed.
 
-The GPU tests check each kernel against its reference here; the CPU tests check each reference
-against the library's own CPU path (numba im2col, ``minires.functions``, ``torch.optim.SGD``),
-so a kernel that passes agrees with what training on the CPU computes.
+The emulator and GPU tests check each kernel against its reference here; the CPU tests check
+each reference against the library's own CPU path (the numba kernels, ``minires.functions``,
+``torch.optim.SGD``), so a kernel that passes agrees with what training on the CPU computes.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
-
-def conv_output_size(size: int, k: int, s: int, p: int) -> int:
-    return (size + 2 * p - k) // s + 1
+from minires.kernels.interface import BatchNormSaved, conv_output_size
 
 
 def im2col(x, KH, KW, SH, SW, PH, PW):
@@ -46,19 +42,6 @@ def relu_forward(x):
 
 def relu_backward(gy, y):
     return np.where(y > 0, gy, 0).astype(y.dtype)
-
-
-@dataclass
-class BatchNormSaved:
-    """Mirror of :class:`minires.kernels.cuda.BatchNormSaved`."""
-
-    x: np.ndarray
-    y: np.ndarray | None
-    gamma: np.ndarray
-    mean: np.ndarray
-    inv_std: np.ndarray
-    training: bool
-    relu: bool
 
 
 def batch_norm_forward(x, gamma, beta, running_mean, running_var, training, momentum=0.1,
@@ -140,12 +123,12 @@ def softmax_cross_entropy_backward(gy, logits, labels, log_z):
     return (p * (float(gy) / N)).astype(logits.dtype)
 
 
-def sgd_update(param, grad, velocity, lr, momentum=0.0, weight_decay=0.0, nesterov=False,
-               first_step=False):
-    """In-place SGD step on ``param`` (and ``velocity``), PyTorch's semantics."""
-    d = grad + weight_decay * param
-    if momentum != 0:
-        buf = d.copy() if first_step else momentum * velocity + d
-        velocity[...] = buf
-        d = d + momentum * buf if nesterov else buf
-    param -= (lr * d).astype(param.dtype)
+def sgd_step(params, grads, velocities, lr, momentum, weight_decays, nesterov):
+    """In-place SGD step on every array of ``params`` (and ``velocities``, zero before the first
+    step), PyTorch's semantics."""
+    for i, (param, grad) in enumerate(zip(params, grads)):
+        d = grad + weight_decays[i] * param
+        if momentum != 0:
+            velocities[i][...] = momentum * velocities[i] + d
+            d = d + momentum * velocities[i] if nesterov else velocities[i]
+        param -= (lr * d).astype(param.dtype)
