@@ -112,8 +112,9 @@ class RunDirectory:
         write_text(self.config_file, json.dumps(info, indent=2) + "\n")
 
     def recorded_start(self) -> str | None:
-        """The start time ``config.json`` records, None when it has none or cannot be read
-        (a resumed run then takes the start time its checkpoint records)."""
+        """The start time ``config.json`` records; None when it has none or cannot be read. (A
+        resumed run takes its start time from its checkpoint, and from here only when the
+        checkpoint was written by a minires that did not store it there.)"""
         try:
             return self.read_config().get("started")
         except (DataError, OSError, UnicodeDecodeError):
