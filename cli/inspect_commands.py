@@ -5,10 +5,9 @@ import click
 import numpy as np
 
 from minires import gradcheck
-from minires.backend import DEVICES, xp_for
+from minires.backend import DEVICES, resolve_device, xp_for
 from minires.cli.errors import reports_errors
 from minires.explain import explain_shared_gradient
-from minires.run_config import check_device
 
 
 @click.command("gradcheck")
@@ -19,7 +18,7 @@ def gradcheck_command(device):
 
     Prints one row per function; exits with status 1 if any check fails.
     """
-    device = check_device(device)
+    device = resolve_device(device)
     rows = []
     for case in gradcheck.standard_cases(xp_for(device)):
         result = gradcheck.gradcheck(case.f, case.inputs)

@@ -5,12 +5,12 @@ import numpy as np
 
 import minires.functions as F
 from minires.autograd import Tensor, no_grad
-from minires.backend import xp_for
+from minires.backend import resolve_device, xp_for
 from minires.checkpoint import load_model
 from minires.data import EMBEDDED, Loader, load_dataset
 from minires.data.catalog import DATASET_CHOICES, names_a_dataset
 from minires.errors import ConfigError, DataError
-from minires.run_config import TrainConfig, check_device, model_label
+from minires.run_config import TrainConfig, model_label
 
 
 def evaluate(model, loader) -> tuple[float, float]:
@@ -68,7 +68,7 @@ def evaluate_checkpoint(path, dataset: str | None = None, data_dir=None, device:
                                          f"got {test_subset}")
     if dataset is not None and not names_a_dataset(dataset):
         raise ConfigError("dataset", f"dataset must be {DATASET_CHOICES}, got {dataset!r}")
-    device = check_device(device)
+    device = resolve_device(device)
     model, config = load_model(path, device=device)
     spec = config["model_spec"]
     name = dataset if dataset is not None else config.get("dataset", EMBEDDED)

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from minires.backend import DEVICES, resolve_device
 from minires.data import DATASETS, EMBEDDED
 from minires.data.catalog import DATASET_CHOICES, names_a_dataset
-from minires.errors import ConfigError, DeviceError
+from minires.errors import ConfigError
 from minires.models import (ARCHS, DEFAULT_RESNET_DEPTH, DEFAULT_WRN_WIDTH, SHARE_MODES,
                             SHORTCUTS, STAGES_FOR_INPUT, architecture_defaults, default_wrn_depth,
                             resnet_blocks_per_stage)
@@ -161,7 +161,7 @@ class TrainConfig:
         if not names_a_dataset(self.dataset):
             raise ConfigError("dataset", f"dataset must be {DATASET_CHOICES}, got "
                                          f"{self.dataset!r}")
-        check_device(self.device)
+        resolve_device(self.device)
         epochs = self.epochs if self.epochs is not None else default_epochs(self.dataset)
         try:  # the schedule checks that its own settings fit together
             make_schedule(self.schedule, self.lr, epochs, milestones=self.milestones,
@@ -183,7 +183,7 @@ class TrainConfig:
             eval_batch_size=(self.eval_batch_size if self.eval_batch_size is not None
                              else max(self.batch_size, MIN_EVAL_BATCH_SIZE)),
             milestones=None if self.milestones is None else [int(m) for m in self.milestones],
-            device=check_device(self.device))
+            device=resolve_device(self.device))
         config.run_dir = os.fspath(self.run_dir if self.run_dir is not None
                                    else default_run_dir(config))
         return config
@@ -249,15 +249,6 @@ def _check_number(name, value, kind, rules) -> None:
         ("below" not in rules or value < rules["below"])
     if not ok:
         raise ConfigError(name, f"{name} must be {expected}, got {value!r}")
-
-
-def check_device(device: str) -> str:
-    """``device`` resolved (``auto`` -> ``cpu`` or ``cuda``); DeviceError when it cannot be
-    used here, with the backend's explanation."""
-    try:
-        return resolve_device(device)
-    except RuntimeError as exc:  # the backend's way of saying: no CuPy, or no GPU
-        raise DeviceError(str(exc)) from exc
 
 
 def default_epochs(dataset) -> int:
