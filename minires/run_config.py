@@ -29,9 +29,11 @@ from dataclasses import dataclass, field
 
 from minires.backend import DEVICES, resolve_device
 from minires.data import DATASETS, EMBEDDED
+from minires.data.catalog import DATASET_CHOICES, names_a_dataset
 from minires.errors import ConfigError
 from minires.models import (ARCHS, DEFAULT_RESNET_DEPTH, DEFAULT_WRN_WIDTH, SHARE_MODES,
-                            SHORTCUTS, STAGES_FOR_INPUT, architecture_defaults, default_wrn_depth)
+                            SHORTCUTS, STAGES_FOR_INPUT, architecture_defaults, default_wrn_depth,
+                            resnet_blocks_per_stage)
 from minires.optim import SCHEDULES, make_schedule
 from minires.run_dir import dataset_label
 
@@ -42,6 +44,7 @@ DEFAULT_EPOCHS = {"cifar10": 164, "cifar100": 164, "imagenet16": 40, "imagenet32
                   "imagenet64": 40, EMBEDDED: 3}
 OTHER_DEFAULT_EPOCHS = 164
 MIN_EVAL_BATCH_SIZE = 256
+DEFAULT_RUNS_FOLDER = "runs"
 
 
 def setting(default, help: str, *, choices=None, minimum=None, above=None, below=None,
@@ -153,6 +156,15 @@ class TrainConfig:
         """
         for f in dataclasses.fields(self):
             _check_setting(f, getattr(self, f.name))
+        if self.arch == "resnet" and self.depth is not None:
+            try:  # a Wide ResNet's depth depends on the image size: checked when it is built
+                resnet_blocks_per_stage(self.depth)
+            except ValueError as exc:
+                raise ConfigError("depth", str(exc)) from None
+        if not names_a_dataset(self.dataset):
+            raise ConfigError("dataset", f"dataset must be {DATASET_CHOICES}, got "
+                                         f"{self.dataset!r}")
+        resolve_device(self.device)
         _check_cuda_graph(self.cuda_graph, self.device)
         epochs = self.epochs if self.epochs is not None else default_epochs(self.dataset)
         try:  # the schedule checks that its own settings fit together
@@ -214,6 +226,8 @@ def _check_setting(f, value) -> None:
         if not isinstance(value, bool):
             raise ConfigError(name, f"{name} must be true or false, got {value!r}")
     elif kind is str:
+        if rules["path"] and not str(value).strip():
+            raise ConfigError(name, f"{name} must name a folder, got {value!r}")
         if "choices" in rules and value not in rules["choices"]:
             raise ConfigError(name, f"{name} must be one of {', '.join(rules['choices'])}, got "
                                     f"{value!r}")
@@ -287,5 +301,5 @@ def model_label(config) -> str:
 def default_run_dir(config, now: float | None = None) -> str:
     """``runs/<dataset>-<arch><depth>-<share>-<YYYYmmdd-HHMMSS>`` under the working directory."""
     stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(now))
-    return os.path.join("runs", f"{dataset_label(config.dataset)}-{model_label(config)}-"
-                                f"{config.share}-{stamp}")
+    return os.path.join(DEFAULT_RUNS_FOLDER, f"{dataset_label(config.dataset)}-"
+                                             f"{model_label(config)}-{config.share}-{stamp}")

@@ -14,7 +14,7 @@ import graph_emulator
 import minires.backend
 import minires.cuda_graph
 from minires import optim
-from minires.data.store import StoreWriter
+from minires.data.store_writer import StoreWriter
 from minires.errors import ConfigError
 from minires.kernels.cuda import blas, loader
 from minires.train import TrainConfig, train, train_step
