@@ -1,6 +1,7 @@
 """The host side of the CUDA path, on the CPU: launch shapes, the loader's sources, scalar types,
 and the NumPy references (tests/cuda_reference.py) against the library's CPU code, so that a
 kernel that matches its reference also matches CPU training."""
+import ctypes
 import re
 import subprocess
 import sys
@@ -307,3 +308,67 @@ def test_sgd_tensor_list_fits_the_classic_kernel_argument_limit():
         assert layout.fields["start"][1] % 4 == 0 and layout.alignment == 8
     src = loader.source("sgd.cu")
     assert f"#define MINIRES_SGD_MAX_TENSORS {sgd.MAX_TENSORS}" in src
+
+
+# -- the cuBLAS binding (ctypes), against a recording stand-in for libcublas ----------------------
+
+class _Prototyped:
+    """A library function that insists on a declared prototype and records its calls."""
+
+    def __init__(self, name, calls):
+        self.name, self.calls, self.argtypes, self.restype = name, calls, None, None
+
+    def __call__(self, *args):
+        assert self.argtypes is not None and self.restype is not None, \
+            f"{self.name} called without a prototype (ctypes would pass ints as 32-bit)"
+        assert len(args) == len(self.argtypes), f"{self.name}: {len(args)} arguments"
+        for value, kind in zip(args, self.argtypes):
+            if kind is ctypes.c_int:
+                assert isinstance(value, int) and -2**31 <= value < 2**31, (self.name, value)
+        if self.name == "cublasCreate_v2":
+            args[0]._obj.value = 0x7F00_0000_1000  # the handle
+        self.calls.append((self.name, args))
+        return 0
+
+
+class _FakeCublasLibrary:
+    def __init__(self):
+        self.calls = []
+
+    def __getattr__(self, name):
+        function = _Prototyped(name, self.calls)
+        setattr(self, name, function)
+        return function
+
+
+def test_cublas_binding_declares_every_prototype_and_picks_the_gemm(monkeypatch):
+    import types
+
+    from minires.kernels.cuda import blas
+    stream = types.SimpleNamespace(ptr=0x7F12_3456_7800)  # a 64-bit address
+    fake_cupy = types.SimpleNamespace(cuda=types.SimpleNamespace(
+        get_current_stream=lambda: stream))
+    monkeypatch.setattr(blas, "cupy", lambda: fake_cupy)
+    lib = _FakeCublasLibrary()
+    cublas = blas.Cublas(lib)
+    assert [name for name, _ in lib.calls] == ["cublasCreate_v2", "cublasSetMathMode",
+                                               "cublasSetPointerMode_v2"]
+    assert lib.calls[1][1][1] == blas.DEFAULT_MATH  # no TF32
+
+    def array(dtype):
+        return types.SimpleNamespace(dtype=np.dtype(dtype),
+                                     data=types.SimpleNamespace(ptr=0x7F00_0000_2000))
+
+    A, B, C = array(np.float32), array(np.float32), array(np.float32)
+    cublas.gemm_strided_batched(1, 0, 3, 4, 5, 1.0, A, 5, 0, B, 5, 20, 0.0, C, 3, 12, 1)
+    cublas.gemm_strided_batched(1, 0, 3, 4, 5, 1.0, A, 5, 0, B, 5, 20, 1.0, C, 3, 12, 7)
+    D = array(np.float64)
+    cublas.gemm_strided_batched(0, 0, 3, 4, 5, 1.0, D, 3, 0, D, 5, 20, 0.0, D, 3, 12, 2)
+    names = [name for name, _ in lib.calls[3:]]
+    assert names == ["cublasSetStream_v2", "cublasSgemm_v2", "cublasSgemmStridedBatched",
+                     "cublasDgemmStridedBatched"]  # the stream is bound once
+    assert lib.cublasSetStream_v2.argtypes[1] is ctypes.c_void_p
+    assert lib.calls[3][1][1] == stream.ptr
+    batched = lib.calls[5][1]
+    assert batched[1:6] == (1, 0, 3, 4, 5) and batched[-1] == 7
+    assert ctypes.cast(batched[13], ctypes.POINTER(ctypes.c_float)).contents.value == 1.0

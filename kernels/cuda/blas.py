@@ -92,9 +92,14 @@ class Cublas:
 
     def __init__(self, lib=None):
         self.lib = lib if lib is not None else _open_library()
-        for name in ("cublasCreate_v2", "cublasSetStream_v2", "cublasSetMathMode",
-                     "cublasSetPointerMode_v2"):
-            getattr(self.lib, name).restype = ctypes.c_int
+        # Every prototype is declared: ctypes would pass an undeclared Python int (a stream
+        # address) as a 32-bit C int.
+        for name, argtypes in (("cublasCreate_v2", [ctypes.POINTER(ctypes.c_void_p)]),
+                               ("cublasSetStream_v2", [_p, _p]),
+                               ("cublasSetMathMode", [_p, _i]),
+                               ("cublasSetPointerMode_v2", [_p, _i])):
+            fn = getattr(self.lib, name)
+            fn.argtypes, fn.restype = argtypes, ctypes.c_int
         for (kind, _), symbol in _SYMBOLS.items():
             fn = getattr(self.lib, symbol)
             fn.argtypes, fn.restype = [_p] + _GEMM_ARGS[kind], ctypes.c_int
