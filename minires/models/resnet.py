@@ -108,7 +108,8 @@ class BasicBlock(Module):
 
     * the forward pass simply uses the weight twice;
     * the backward pass gives the weight one gradient per use, and the engine SUMS them
-      (``minires.autograd.engine.accumulate``, out of place, so no gradient array is aliased);
+      (``minires.autograd.engine``: the later use's gradient becomes the weight's ``.grad``, and
+      the earlier use's convolution adds into that buffer, which nothing else holds);
     * ``Module.parameters()`` yields the Parameter once, so it is counted, stepped (momentum and
       weight decay applied once) and saved once.
 
