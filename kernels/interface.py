@@ -17,11 +17,12 @@ from dataclasses import dataclass
 FAMILIES = {
     "conv": ("im2col", "col2im", "conv2d_forward", "conv2d_backward"),
     "batchnorm": ("batch_norm_forward", "batch_norm_backward"),
-    "activation": ("relu_forward", "relu_backward"),
+    "activation": ("relu_forward", "relu_backward", "add_relu_forward"),
     "loss": ("softmax_cross_entropy_forward", "softmax_cross_entropy_backward"),
     "sgd": ("sgd_step",),
     "augment": ("crop_flip_normalize",),
     "indexing": ("scatter_add",),
+    "linalg": ("matmul",),
 }
 
 
@@ -34,10 +35,10 @@ def conv_output_size(size: int, k: int, s: int, p: int) -> int:
 class ConvSaved:
     """What ``conv2d_forward`` leaves for ``conv2d_backward``.
 
-    ``x_shape``: ``(N, C, H, W)`` of the input. ``for_gW``: what the side needs to compute the
-    weight gradient (the CPU keeps the input and rebuilds its patches chunk by chunk; the GPU
-    keeps the patch matrix ``col``), or None when no weight gradient was asked for, so that a
-    frozen weight keeps no activation alive.
+    ``x_shape``: ``(N, C, H, W)`` of the input. ``for_gW``: the input, from which both sides
+    rebuild the patches for the weight gradient (the CPU chunk by chunk, the GPU in one
+    im2col), or None when no weight gradient was asked for, so that a frozen weight keeps no
+    activation alive.
     """
 
     x_shape: tuple

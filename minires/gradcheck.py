@@ -142,6 +142,8 @@ def standard_cases(xp=np, seed: int = 0) -> list[GradcheckCase]:
         case("linear", lambda x, W, b: F.linear(x, W, b), [arr(4, 5), arr(3, 5), arr(3)]),
         case("linear (no bias)", lambda x, W: F.linear(x, W), [arr(4, 5), arr(3, 5)]),
         case("relu", F.relu, [away_from_zero(2, 3, 4)]),
+        case("add_relu", F.add_relu, [away_from_zero(2, 3, 4),
+                                      xp.asarray(rng.uniform(-0.1, 0.1, (2, 3, 4)))]),
         case("sum (axis)", lambda a: a.sum(axis=(0, 2)), [arr(2, 3, 4)]),
         case("mean (keepdims)", lambda a: a.mean(axis=1, keepdims=True), [arr(2, 3, 4)]),
         case("reshape", lambda a: a.reshape(4, 6), [arr(2, 3, 4)]),

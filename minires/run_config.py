@@ -130,6 +130,9 @@ class TrainConfig:
                         minimum=0)
     device: str = setting("auto", "auto: cuda when CuPy sees a GPU, else cpu.", choices=DEVICES,
                           defines_run=False)
+    cuda_graph: bool = setting(
+        False, "Replay each training step from one CUDA graph (needs the GPU; see "
+               "minires.cuda_graph).", defines_run=False)
     run_dir: str | None = setting(
         None, "Where config, metrics and checkpoints go.", short="-o", path=True,
         shown_default="runs/<dataset>-<arch><depth>-<share>-<time>", defines_run=False)
@@ -162,6 +165,7 @@ class TrainConfig:
             raise ConfigError("dataset", f"dataset must be {DATASET_CHOICES}, got "
                                          f"{self.dataset!r}")
         resolve_device(self.device)
+        _check_cuda_graph(self.cuda_graph, self.device)
         epochs = self.epochs if self.epochs is not None else default_epochs(self.dataset)
         try:  # the schedule checks that its own settings fit together
             make_schedule(self.schedule, self.lr, epochs, milestones=self.milestones,
@@ -186,6 +190,7 @@ class TrainConfig:
             device=resolve_device(self.device))
         config.run_dir = os.fspath(self.run_dir if self.run_dir is not None
                                    else default_run_dir(config))
+        _check_cuda_graph(config.cuda_graph, config.device)  # auto may have become cpu
         return config
 
     def to_dict(self) -> dict:
@@ -249,6 +254,12 @@ def _check_number(name, value, kind, rules) -> None:
         ("below" not in rules or value < rules["below"])
     if not ok:
         raise ConfigError(name, f"{name} must be {expected}, got {value!r}")
+
+
+def _check_cuda_graph(cuda_graph, device) -> None:
+    if cuda_graph is True and device == "cpu":
+        raise ConfigError("cuda_graph", "cuda_graph needs the GPU (device cuda), but the run's "
+                                        "device is cpu")
 
 
 def default_epochs(dataset) -> int:

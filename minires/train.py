@@ -28,6 +28,7 @@ from minires.atomicfile import check_writable_folder
 from minires.autograd import Tensor
 from minires.backend import xp_for
 from minires.checkpoint import load_checkpoint, restore_model, restore_optimizer, save_checkpoint
+from minires.cuda_graph import GraphedTrainStep
 from minires.data import Loader, load_dataset
 from minires.divergence import check_epoch, check_loss
 from minires.errors import DataError, TrainingError
@@ -280,6 +281,7 @@ class _Loop:
         config, run, state = self.config, self.run, self.state
         saved = state.copy()  # what last.h5 holds
         position = _Position(epoch=state.epoch + 1)
+        step = GraphedTrainStep(train_step) if config.cuda_graph else train_step
         try:
             run.write_config(self.record)
             run.write_metrics(saved.metrics)
@@ -288,7 +290,7 @@ class _Loop:
             for epoch in range(state.epoch + 1, config.epochs + 1):
                 position.epoch, position.phase = epoch, "training"
                 row = _run_epoch(self.model, self.optimizer, self.schedule, train_loader,
-                                 test_loader, config, position, on_batch)
+                                 test_loader, config, position, on_batch, step)
                 check_epoch(row, self.model, config)
                 position.phase = "saving"
                 state.record(row)
@@ -335,11 +337,11 @@ class _Position:
 
 
 def _run_epoch(model, optimizer, schedule, train_loader, test_loader, config, position,
-               on_batch) -> dict:
+               on_batch, step=train_step) -> dict:
     """Train one epoch (``position.epoch``), then evaluate; returns the epoch's metric row."""
     started = time.perf_counter()
     train_loss, train_error = _train_epoch(model, optimizer, schedule, train_loader, config,
-                                           position, on_batch)
+                                           position, on_batch, step)
     train_seconds = time.perf_counter() - started
     position.batch, position.phase = None, "evaluating"
     test_loss, test_error = evaluate(model, test_loader)
@@ -349,7 +351,8 @@ def _run_epoch(model, optimizer, schedule, train_loader, test_loader, config, po
             "images_per_s": len(train_loader.labels) / train_seconds}
 
 
-def _train_epoch(model, optimizer, schedule, loader, config, position, on_batch):
+def _train_epoch(model, optimizer, schedule, loader, config, position, on_batch,
+                 step=train_step):
     """One pass over the training set; returns ``(mean loss, error rate)``."""
     epoch, num_batches = position.epoch, len(loader)
     position.batch = 0
@@ -364,7 +367,7 @@ def _train_epoch(model, optimizer, schedule, loader, config, position, on_batch)
         position.batch = batch
         # The rate follows the schedule within the epoch (warm-up and cosine are smooth).
         optimizer.lr = float(schedule(epoch - 1 + (batch - 1) / num_batches))
-        loss, mistakes = train_step(model, optimizer, x, y)
+        loss, mistakes = step(model, optimizer, x, y)
         loss_sum, mistakes_sum = loss_sum + loss * len(y), mistakes_sum + mistakes
         if stop_at_once:
             check_loss(float(loss), epoch, batch, num_batches, optimizer.lr, config)

@@ -27,7 +27,7 @@ SOFTMAX_SHAPES = [(1, 3), (13, 10), (9, 100), (4, 33)]
 SGD_SETTINGS = [(0.0, False, 0.0), (0.0, False, 5e-4), (0.9, False, 1e-4), (0.9, True, 5e-4)]
 #: The backend functions one training step of a ResNet calls.
 STEP_KERNELS = ("conv2d_forward", "conv2d_backward", "batch_norm_forward", "batch_norm_backward",
-                "relu_forward", "relu_backward", "softmax_cross_entropy_forward",
+                "add_relu_forward", "relu_backward", "matmul", "softmax_cross_entropy_forward",
                 "softmax_cross_entropy_backward", "sgd_step")
 
 
@@ -208,3 +208,106 @@ def check_sgd_errors(dev, host):
         cuda.sgd_step([p.T], [dev(np.ones((4, 4)))], None, 0.1, 0.0, [0.0], False)
     with pytest.raises(TypeError, match="grad must be float64"):
         cuda.sgd_step([p], [dev(np.ones((4, 4), np.float32))], None, 0.1, 0.0, [0.0], False)
+
+
+def check_conv2d(dev, host, geometry, dtype, OC=5):
+    """Forward, both gradients and adding the weight gradient into an existing buffer, against
+    the float64 reference, through the GEMM-layout patches and cuBLAS."""
+    N, C, H, W, KH, KW, SH, SW, PH, PW = geometry
+    r = rng()
+    x = r.standard_normal((N, C, H, W)).astype(dtype)
+    Wt = r.standard_normal((OC, C, KH, KW)).astype(dtype)
+    tol = dict(rtol=1e-4, atol=1e-5) if dtype == np.float32 else dict(rtol=1e-11, atol=1e-12)
+    y, saved = cuda.conv2d_forward(dev(x), dev(Wt), SH, SW, PH, PW)
+    np.testing.assert_allclose(host(y), ref.conv2d_forward(x, Wt, SH, SW, PH, PW), **tol)
+    assert host(y).dtype == dtype and y.flags.c_contiguous
+    gy = r.standard_normal(y.shape).astype(dtype)
+    gx_ref, gW_ref = ref.conv2d_backward(gy, x, Wt, SH, SW, PH, PW)
+    gx, gW = cuda.conv2d_backward(dev(gy), dev(Wt), saved, SH, SW, PH, PW)
+    np.testing.assert_allclose(host(gx), gx_ref, err_msg="gx", **tol)
+    np.testing.assert_allclose(host(gW), gW_ref, err_msg="gW", **tol)
+    earlier = r.standard_normal(Wt.shape).astype(dtype)
+    into = dev(earlier.copy())
+    none, added = cuda.conv2d_backward(dev(gy), dev(Wt), saved, SH, SW, PH, PW, need_gx=False,
+                                       gW_into=into)
+    assert none is None and added is into, "the weight gradient was not added in place"
+    np.testing.assert_allclose(host(added), earlier + gW_ref, **tol)
+    _, frozen = cuda.conv2d_forward(dev(x), dev(Wt), SH, SW, PH, PW, need_gW=False)
+    gx_only, no_gW = cuda.conv2d_backward(dev(gy), dev(Wt), frozen, SH, SW, PH, PW,
+                                          need_gW=False)
+    assert no_gW is None and frozen.for_gW is None
+    np.testing.assert_allclose(host(gx_only), gx_ref, **tol)
+
+
+def check_matmul(dev, host, dtype):
+    """Plain and transposed operands (read in place), a strided one (copied), an empty inner
+    dimension, and the errors."""
+    r = rng()
+    a, b = r.standard_normal((5, 7)).astype(dtype), r.standard_normal((7, 3)).astype(dtype)
+    tol = TOL[dtype]
+    for left, right in ((a, b), (a, b.T.copy().T), (a.T.copy().T, b), (a.T.copy().T, b.T.copy().T)):
+        got = host(cuda.matmul(dev(left), dev(right)))
+        np.testing.assert_allclose(got, a @ b, **tol)
+        assert got.dtype == dtype and got.shape == (5, 3)
+    got = host(cuda.matmul(dev(a)[:, ::2], dev(b)[::2]))
+    np.testing.assert_allclose(got, a[:, ::2] @ b[::2], **tol)
+    np.testing.assert_array_equal(host(cuda.matmul(dev(np.ones((2, 0), dtype)),
+                                                   dev(np.ones((0, 4), dtype)))),
+                                  np.zeros((2, 4)))
+    with pytest.raises(ValueError, match="matmul expects"):
+        cuda.matmul(dev(a), dev(a))
+    with pytest.raises(TypeError, match="float32 or two float64"):
+        cuda.matmul(dev(a), dev(b.astype(np.float16)))
+
+
+def check_add_relu(dev, host, dtype):
+    r = rng()
+    a, b = (r.standard_normal((4, 3, 5, 5)).astype(dtype) for _ in range(2))
+    a[0, 0, 0, :2] = [np.nan, -np.inf]
+    np.testing.assert_array_equal(host(cuda.add_relu_forward(dev(a), dev(b))),
+                                  ref.relu_forward(a + b))
+    with pytest.raises(ValueError, match="one shape and dtype"):
+        cuda.add_relu_forward(dev(a), dev(b[:, :2]))
+
+
+def check_sgd_is_numpy_bit_for_bit(dev, host, dtype, lr_on_device):
+    """Five steps over parameters of several shapes, Nesterov momentum and weight decay for some:
+    the same bits as the NumPy reference (each product and sum rounded on its own)."""
+    r = rng()
+    shapes = [(16, 3, 3, 3), (16,), (7, 5), (1,), (64, 64, 3, 3)]
+    p_ref = [r.standard_normal(s).astype(dtype) for s in shapes]
+    v_ref = [np.zeros_like(p) for p in p_ref]
+    p, v = [dev(a.copy()) for a in p_ref], [dev(np.zeros_like(a)) for a in p_ref]
+    decays = [5e-4, 0.0, 5e-4, 0.0, 1e-4]
+    for step, lr in enumerate((0.1, 0.1, 0.05, 0.3, 0.01)):
+        g = [r.standard_normal(s).astype(dtype) for s in shapes]
+        rate = dev(np.array([lr], dtype)) if lr_on_device else lr
+        cuda.sgd_step(p, [dev(a) for a in g], v, rate, 0.9, decays, step % 2 == 0)
+        ref.sgd_step(p_ref, g, v_ref, lr, 0.9, decays, step % 2 == 0)
+    for i in range(len(shapes)):
+        np.testing.assert_array_equal(host(p[i]), p_ref[i], err_msg=f"param {i}")
+        np.testing.assert_array_equal(host(v[i]), v_ref[i], err_msg=f"velocity {i}")
+
+
+def check_sgd_over_many_parameters(dev, host):
+    """More parameters than one launch carries, and two dtypes: every one is updated."""
+    from minires.kernels.cuda.sgd import MAX_TENSORS
+    r = rng()
+    dtypes = [np.float32] * (MAX_TENSORS + 7) + [np.float64] * 3
+    p_ref = [r.standard_normal(1 + i % 5).astype(d) for i, d in enumerate(dtypes)]
+    g = [r.standard_normal(a.shape).astype(a.dtype) for a in p_ref]
+    p = [dev(a.copy()) for a in p_ref]
+    cuda.sgd_step(p, [dev(a) for a in g], None, 0.5, 0.0, [0.0] * len(p), False)
+    ref.sgd_step(p_ref, g, None, 0.5, 0.0, [0.0] * len(p), False)
+    for got, want in zip(p, p_ref):
+        np.testing.assert_array_equal(host(got), want)
+
+
+def check_batch_norm_with_a_large_mean(dev, host):
+    """A mean 10^5 times the spread: the shifted sums keep the variance to double precision."""
+    x = 1000.0 + 0.01 * rng().standard_normal((16, 3, 6, 6))
+    y, saved = cuda.batch_norm_forward(dev(x), dev(np.ones(3)), dev(np.zeros(3)), None, None,
+                                       True)
+    y_ref, saved_ref = ref.batch_norm_forward(x, np.ones(3), np.zeros(3), None, None, True)
+    np.testing.assert_allclose(host(saved.inv_std), saved_ref.inv_std, rtol=1e-9)
+    np.testing.assert_allclose(host(y), y_ref, rtol=1e-8, atol=1e-8)

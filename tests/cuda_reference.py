@@ -132,3 +132,22 @@ def sgd_step(params, grads, velocities, lr, momentum, weight_decays, nesterov):
             velocities[i][...] = momentum * velocities[i] + d
             d = d + momentum * velocities[i] if nesterov else velocities[i]
         param -= (lr * d).astype(param.dtype)
+
+
+def conv2d_forward(x, W, SH, SW, PH, PW):
+    """Cross-correlation ``y (N, OC, OH, OW)`` through the patch matrix, in float64."""
+    OC, C, KH, KW = W.shape
+    col = im2col(x.astype(np.float64), KH, KW, SH, SW, PH, PW)  # (N, C, KH, KW, OH, OW)
+    return np.einsum("ockl,nckluv->nouv", W.astype(np.float64), col).astype(x.dtype)
+
+
+def conv2d_backward(gy, x, W, SH, SW, PH, PW):
+    """``(gx, gW)`` of :func:`conv2d_forward`, in float64 then rounded to x's dtype."""
+    OC, C, KH, KW = W.shape
+    H, Wd = x.shape[2:]
+    col = im2col(x.astype(np.float64), KH, KW, SH, SW, PH, PW)
+    g = gy.astype(np.float64)
+    gW = np.einsum("nouv,nckluv->ockl", g, col)
+    gcol = np.einsum("ockl,nouv->nckluv", W.astype(np.float64), g)
+    gx = col2im(gcol, H, Wd, SH, SW, PH, PW)
+    return gx.astype(x.dtype), gW.astype(W.dtype)

@@ -8,8 +8,10 @@ or ``minires.kernels.cuda.conv``): each output pixel is the dot product of a pat
 a filter, computed as matrix products over patch matrices. The forward kernel keeps what the
 weight gradient needs only when a weight gradient will be asked for.
 
-For a weight shared by two convolutions nothing special happens here: each call is its own
-Function node, and each returns its own ``gW``; the engine adds them.
+For a weight shared by two convolutions, each call is its own Function node. The engine
+differentiates the second use (the later one in the network) first; that gradient becomes the
+weight's ``.grad``, and the engine offers it to the first use (``Function.grad_into``), whose
+kernel adds its own gradient into it: one buffer, no separate addition.
 """
 from __future__ import annotations
 
@@ -44,8 +46,10 @@ class Conv2d(Function):
 
     def backward(self, gy):
         need = self.needs_input_grad
+        gW_into = self.grad_into[1] if self.grad_into else None
         gx, gW = self.k.conv2d_backward(gy, self.W, self.saved, self.SH, self.SW, self.PH,
-                                        self.PW, need_gx=need[0], need_gW=need[1])
+                                        self.PW, need_gx=need[0], need_gW=need[1],
+                                        gW_into=gW_into)
         if len(need) == 2:
             return gx, gW
         gb = gy.sum(axis=(0, 2, 3)) if need[2] else None
