@@ -22,6 +22,11 @@ repeats, ratios to torch.
     python benchmarks/cpu_conv_layers.py --repeats 21     # the table for the record
 
 On a machine shared with other work, read the ratios, not the milliseconds, and repeat.
+
+The OpenBLAS kernels in use are printed and saved (``openblas_coretype``): minires's products
+run through NumPy's OpenBLAS, whose DYNAMIC_ARCH detection (0.3.31) does not know AMD Zen 5 and
+falls back to its AVX2 "Haswell" kernels there; ``OPENBLAS_CORETYPE=SkylakeX`` in the
+environment selects its AVX-512 kernels (the small products run about twice as fast).
 """
 from __future__ import annotations
 
@@ -92,6 +97,16 @@ def layer_cases(torch, C, OC, H, S, N, tiles, dtype):
     return cases
 
 
+def openblas_coretype():
+    """The kernel set NumPy's OpenBLAS chose (e.g. "Haswell", "SkylakeX"), or None."""
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return None
+    return next((p.get("architecture") for p in threadpool_info()
+                 if p.get("internal_api") == "openblas"), None)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="5 repeats")
@@ -126,13 +141,14 @@ def main(argv=None):
                 "  ".join(f"{k} {v:.2f}" for k, v in row.items() if k.endswith("/torch")),
                 flush=True)
     env = environment()
+    env["openblas_coretype"] = openblas_coretype()
     sides = ["torch", "im2col"] + [f"F{m}" for m in tiles]
     columns = (["group", "case"] + [f"{s}_ms" for s in sides] +
                [f"{s}/torch" for s in sides if s != "torch"])
     print(f"\n# convolution layers, batch {args.batch}, {args.dtype}, {repeats} interleaved "
           f"repeats, medians (ms) and ratios to torch; threads: minires "
-          f"{env['minires_threads']}, torch {env['torch_threads']}; {env['cpu_model']}; "
-          f"load {env['load_average']}")
+          f"{env['minires_threads']}, torch {env['torch_threads']}; OpenBLAS kernels "
+          f"{env['openblas_coretype']}; {env['cpu_model']}; load {env['load_average']}")
     print_table(rows, columns)
     path = save_json("cpu_conv_layers", {"environment": env, "batch": args.batch,
                                          "dtype": args.dtype, "repeats": repeats,

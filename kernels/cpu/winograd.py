@@ -36,8 +36,10 @@ from minires.kernels.cpu import winograd_tiles as tiles
 
 #: Output tile sizes ``m`` available: F(2x2, 3x3) and F(4x4, 3x3).
 TILE_SIZES = (2, 4)
-#: Bytes of transformed tiles (all buffers of a chunk) per worker: about its L2 cache.
-CHUNK_BYTES = 1024 * 1024
+#: Bytes of transformed tiles (all buffers of a chunk) per worker: about its L2 cache (2 MB on
+#: the Zen 5 we measured on; 1.5-4 MB measured within noise of each other, 256 KB up to 30%
+#: slower in the backward pass, whose per-chunk weight-gradient sums favour longer chunks).
+CHUNK_BYTES = 2 * 1024 * 1024
 
 # G (a x 3) of F(m, 3), in float64; the data transforms live in winograd_tiles.
 _G = {
@@ -58,31 +60,48 @@ def _check_tile(m):
         raise ValueError(f"Winograd output tile size must be one of {TILE_SIZES}, got {m!r}")
 
 
+def _kron(m):
+    """``K (a*a, 9)`` with ``K[a*l + k, 3*i + j] = G[k, i] G[l, j]``: then ``U = G W G^T`` for
+    every channel pair at once is the single product ``K @ W (9, C*OC)`` (an einsum over the
+    six indices took milliseconds for 64 channels, longer than the convolution)."""
+    G = _G[m]
+    return np.einsum("ki,lj->lkij", G, G).reshape((m + 2) ** 2, 9)
+
+
+_KRON = {m: _kron(m) for m in TILE_SIZES}
+
+
+def _serial_product(a, b):
+    """``a @ b`` with single-threaded BLAS (through :func:`parallel.run_split` with one slice):
+    the weight-side products are too small to gain from threads, and a multi-threaded BLAS
+    call on a busy machine waits for its descheduled helpers (6 ms instead of 0.1)."""
+    return parallel.run_split(lambda start, stop: a @ b, 1)[0]
+
+
 def weight_transform(W, m: int):
     """``U (a*a, C, OC)`` with ``U[a*l + k, c, oc] = (G W[oc, c] G^T)[k, l]``, ``a = m + 2``.
 
     Args:
-        W: ``(OC, C, 3, 3)``; computed in float64, returned in ``W``'s dtype.
+        W: ``(OC, C, 3, 3)``, float32 or float64; ``U`` is computed and returned in its dtype
+            (each entry is a sum of at most 9 products: float32 adds about 1e-7, far below
+            F(4x4)'s own error, and halves the memory traffic, which matters for wide layers).
         m: output tile size (2 or 4).
     """
     _check_tile(m)
     OC, C, KH, KW = W.shape
     if (KH, KW) != (3, 3):
         raise ValueError(f"Winograd F(m, 3) needs a 3x3 kernel, got {KH}x{KW}")
-    G = _G[m]
-    U = np.einsum("ki,ocij,lj->lkco", G, W.astype(np.float64, copy=False), G)
-    return np.ascontiguousarray(U.reshape(-1, C, OC), dtype=W.dtype)
+    Wt = W.transpose(2, 3, 1, 0).reshape(9, C * OC)  # rows (i, j); a copy
+    return _serial_product(_KRON[m].astype(W.dtype), Wt).reshape(-1, C, OC)
 
 
 def weight_transform_adjoint(gU, m: int):
     """``gW (OC, C, 3, 3) = G^T gU G`` per channel pair: the gradient w.r.t. ``W`` of
-    ``sum(gU * weight_transform(W))``. ``gU (a*a, C, OC)``; returned in ``gU``'s dtype."""
+    ``sum(gU * weight_transform(W))``. ``gU (a*a, C, OC)``; computed in its dtype."""
     _check_tile(m)
-    G, a = _G[m], m + 2
     _, C, OC = gU.shape
-    g = gU.astype(np.float64, copy=False).reshape(a, a, C, OC)
-    gW = np.einsum("ki,lkco,lj->ocij", G, g, G)
-    return np.ascontiguousarray(gW, dtype=gU.dtype)
+    gWt = _serial_product(_KRON[m].T.astype(gU.dtype), gU.reshape(-1, C * OC))  # (9, C*OC)
+    return np.ascontiguousarray(gWt.reshape(3, 3, C, OC).transpose(3, 2, 0, 1))
 
 
 class _Geometry:
@@ -99,10 +118,14 @@ class _Geometry:
         self.tiles = self.TH * self.TW  # per image
 
     def images_per_chunk(self, channels: int, itemsize: int) -> int:
-        """Images per chunk so that ``a*a`` positions x ``channels`` (summed over the chunk's
-        buffers) stay near :data:`CHUNK_BYTES`."""
+        """Images per chunk: the chunk's transformed tiles (``a*a`` positions x ``channels``,
+        summed over its buffers) near :data:`CHUNK_BYTES`, so that they stay in L2 -- but at
+        least as many bytes as ``U (a*a, C, OC)``, because every chunk's products read all of
+        ``U``: for wide layers (640 channels: 59 MB for F(4x4)) one image per chunk made the
+        convolution a stream of ``U`` from memory, 4x slower than im2col."""
         per_image = self.a * self.a * self.tiles * channels * itemsize
-        return max(1, CHUNK_BYTES // per_image)
+        U_bytes = self.a * self.a * self.C * self.OC * itemsize
+        return max(1, max(CHUNK_BYTES, U_bytes) // per_image)
 
     def input_scratch(self, dtype):
         """Zeroed phase-split image ``xs (m*TH + 2, m*Q*C)``, ``Q = TW + 1``."""
@@ -171,10 +194,11 @@ def winograd_backward(x, gy, U, m: int, PH: int, PW: int, need_gx: bool = True,
                       need_gU: bool = True, x_shape=None):
     """Gradients ``(gx, gU)`` of :func:`winograd_forward` for upstream ``gy (N, OC, OH, OW)``.
 
-    ``U`` is only read for ``gx`` (None otherwise). ``gx (N, C, H, W)``; ``gU (a*a, C, OC)`` is the gradient w.r.t. ``U`` (apply
+    ``gx (N, C, H, W)``; ``gU (a*a, C, OC)`` is the gradient w.r.t. ``U`` (apply
     :func:`weight_transform_adjoint` for ``gW``, after adding the ``gU`` of every use of a
-    shared weight). An entry is None when not asked for. ``x`` may be None when only ``gx`` is
-    needed, and then ``x_shape`` gives ``(N, C, H, W)``.
+    shared weight). An entry is None when not asked for. ``U`` is only read for ``gx`` (may be
+    None otherwise); ``x`` only for ``gU`` (may be None otherwise, and then ``x_shape`` gives
+    ``(N, C, H, W)``).
 
     One pass over the batch: each chunk's ``Z = A gy A^T`` serves both products,
     ``gU[xi] += V[xi]^T Z[xi]`` and ``Zi[xi] = Z[xi] U[xi]^T`` (then ``gx += B Zi B^T``).
@@ -190,6 +214,8 @@ def winograd_backward(x, gy, U, m: int, PH: int, PW: int, need_gx: bool = True,
     g = _Geometry(shape, gy.shape[1], m, PH, PW)
     if gy.shape != (g.N, g.OC, g.OH, g.OW):
         raise ValueError(f"gy must be {(g.N, g.OC, g.OH, g.OW)}, got {gy.shape}")
+    if not (need_gx or need_gU):
+        return None, None
     input_tiles, _, grad_tiles, input_adjoint = _KERNELS[m]
     dtype = gy.dtype
     if need_gU:
@@ -208,8 +234,7 @@ def winograd_backward(x, gy, U, m: int, PH: int, PW: int, need_gx: bool = True,
             xs = g.input_scratch(dtype)
             tmp_in = np.empty((a, xs.shape[1]), dtype=dtype)
             V = g.positions(n, g.C, dtype)
-            gU = np.zeros((a * a, g.C, g.OC), dtype=dtype)
-            part = np.empty_like(gU)
+            gU, part = (np.empty((a * a, g.C, g.OC), dtype=dtype) for _ in range(2))
         if need_gx:
             xs_adj = g.input_scratch(dtype)
             tmp_adj = np.empty((a * a, g.TW * g.C), dtype=dtype)
@@ -220,8 +245,11 @@ def winograd_backward(x, gy, U, m: int, PH: int, PW: int, need_gx: bool = True,
             Zm = g.matrices(Z, n1 - n0, g.OC)
             if need_gU:
                 input_tiles(x, n0, n1, xs, PH, PW, tmp_in, V)
-                np.matmul(g.matrices(V, n1 - n0, g.C).transpose(0, 2, 1), Zm, out=part)
-                gU += part
+                first = n0 == start
+                np.matmul(g.matrices(V, n1 - n0, g.C).transpose(0, 2, 1), Zm,
+                          out=gU if first else part)
+                if not first:
+                    gU += part
             if need_gx:
                 np.matmul(Zm, UT, out=g.matrices(Zi, n1 - n0, g.C))
                 input_adjoint(Zi, n0, n1, xs_adj, PH, PW, tmp_adj, gx)
