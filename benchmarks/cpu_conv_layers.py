@@ -21,7 +21,9 @@ repeats, ratios to torch.
     python benchmarks/cpu_conv_layers.py --quick          # about two minutes
     python benchmarks/cpu_conv_layers.py --repeats 21     # the table for the record
 
-On a machine shared with other work, read the ratios, not the milliseconds, and repeat.
+On a machine shared with other work, read the ratios, not the milliseconds, and repeat;
+``--threads 1 --clock cpu`` (process CPU time, one thread per side) leaves out the time spent
+waiting for a core and is the least load-sensitive comparison.
 
 The OpenBLAS kernels in use are printed and saved (``openblas_coretype``): minires's products
 run through NumPy's OpenBLAS, whose DYNAMIC_ARCH detection (0.3.31) does not know AMD Zen 5 and
@@ -32,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -121,9 +124,14 @@ def main(argv=None):
     parser.add_argument("--dtype", default="float32", choices=("float32", "float64"))
     parser.add_argument("--lead-in", type=float, default=0.05,
                         help="seconds of untimed calls before each timed one")
+    parser.add_argument("--clock", default="wall", choices=("wall", "cpu"),
+                        help="wall time, or the process's CPU time (needs --threads 1)")
     parser.add_argument("--json", default=None, help="output path (default: results/)")
     args = parser.parse_args(argv)
     repeats = args.repeats or (5 if args.quick else 11)
+    if args.clock == "cpu" and args.threads != 1:
+        parser.error("--clock cpu needs --threads 1 (CPU time counts spinning worker threads)")
+    clock = time.process_time if args.clock == "cpu" else time.perf_counter
     torch = setup_threads(args.threads)
     tiles = [int(t) for t in args.tiles.split(",") if t]
     layers = ([LAYERS[int(i)] for i in args.layers.split(",")] if args.layers else LAYERS)
@@ -133,7 +141,8 @@ def main(argv=None):
         cases = layer_cases(torch, C, OC, H, S, args.batch, tiles, np.dtype(args.dtype))
         label = f"{C}->{OC} {H}x{H} s{S}"
         for name in passes:
-            times = interleaved(cases[name], repeats, warmup=2, lead_in=args.lead_in)
+            times = interleaved(cases[name], repeats, warmup=2, lead_in=args.lead_in,
+                                clock=clock)
             row = summarize(name, label, times)
             rows.append(row)
             print(f"# {name:10s} {label:16s} " + "  ".join(
@@ -146,12 +155,13 @@ def main(argv=None):
     columns = (["group", "case"] + [f"{s}_ms" for s in sides] +
                [f"{s}/torch" for s in sides if s != "torch"])
     print(f"\n# convolution layers, batch {args.batch}, {args.dtype}, {repeats} interleaved "
-          f"repeats, medians (ms) and ratios to torch; threads: minires "
+          f"repeats, {args.clock} time, medians (ms) and ratios to torch; threads: minires "
           f"{env['minires_threads']}, torch {env['torch_threads']}; OpenBLAS kernels "
           f"{env['openblas_coretype']}; {env['cpu_model']}; load {env['load_average']}")
     print_table(rows, columns)
     path = save_json("cpu_conv_layers", {"environment": env, "batch": args.batch,
                                          "dtype": args.dtype, "repeats": repeats,
+                                         "clock": args.clock,
                                          "lead_in": args.lead_in, "rows": rows}, args.json)
     print(f"# saved {path}")
 

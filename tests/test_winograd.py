@@ -249,3 +249,19 @@ def test_bad_arguments_are_refused():
                              x_shape=x.shape)
     with pytest.raises(ValueError, match="gy must be"):
         wg.winograd_backward(x, np.zeros((1, 2, 4, 4)), None, 2, 1, 1, need_gx=False)
+
+
+def test_tile_size_rule():
+    choose = wg.choose_tile_size
+    # ResNet-20's 3x3 stride-1 layers at batch 128 on two workers: F(4x4), first layer included.
+    for C, OC, H in RESNET20_STRIDE1:
+        assert choose((128, C, H, H), (OC, C, 3, 3), (1, 1), (1, 1), workers=2) == 4
+    # No Winograd path: stride 2, 1x1 and 5x5 kernels.
+    assert choose((128, 16, 32, 32), (32, 16, 3, 3), (2, 2), (1, 1)) is None
+    assert choose((128, 16, 32, 32), (32, 16, 1, 1), (1, 1), (0, 0)) is None
+    assert choose((128, 16, 32, 32), (32, 16, 5, 5), (1, 1), (2, 2)) is None
+    # 2x2 outputs: one overhanging 6x6 tile per image does more work than four 4x4 tiles.
+    assert choose((128, 64, 2, 2), (64, 64, 3, 3), (1, 1), (1, 1)) == 2
+    # Too few tiles to amortise a wide layer's U (640 channels, 8x8, batch 4: 16 tiles).
+    assert choose((4, 640, 8, 8), (640, 640, 3, 3), (1, 1), (1, 1)) == 2
+    assert choose((128, 640, 8, 8), (640, 640, 3, 3), (1, 1), (1, 1), workers=2) == 4

@@ -60,6 +60,40 @@ def _check_tile(m):
         raise ValueError(f"Winograd output tile size must be one of {TILE_SIZES}, got {m!r}")
 
 
+def choose_tile_size(x_shape, W_shape, stride, pad, workers: int = 1):
+    """The output tile ``m`` (4 or 2) to compute this convolution with, or None for im2col.
+
+    Args:
+        x_shape: ``(N, C, H, W)``; W_shape: ``(OC, C, KH, KW)``; stride, pad: ``(SH, SW)``,
+            ``(PH, PW)``; workers: threads the batch is split over.
+
+    The rule follows the per-layer measurements (``benchmarks/cpu_conv_layers.py``):
+
+    * only 3x3 stride-1 kernels have a Winograd path; for those, F(2x2) or F(4x4) was faster
+      than im2col on every shape measured (ResNet-20's layers including the 3-channel first
+      one, 2x2 to 64x64 images, 16 to 640 channels);
+    * F(4x4) needs ``36`` products per 6x6 tile against ``16`` per 4x4 tile for F(2x2): on
+      small images its overhanging tiles waste that advantage (2x2 outputs: 36 against 16),
+      so it is used only when ``36 * tiles4 < 16 * tiles2``;
+    * its transformed weight ``U`` is 36/9 the size of ``W`` and every chunk's products read all
+      of it, so F(4x4) also needs enough tiles per worker to amortise ``U``:
+      ``tiles4 / workers >= C*OC / (2*(C + OC))`` (a 640-channel 8x8 layer at batch 4 has 16
+      tiles: F(2x2) was 2.4x faster there; ResNet-20's 64-channel 8x8 layer at batch 128 has 256
+      per worker against a threshold of 16).
+    """
+    N, C, H, W = x_shape
+    OC, _, KH, KW = W_shape
+    (SH, SW), (PH, PW) = stride, pad
+    OH, OW = H + 2 * PH - 2, W + 2 * PW - 2
+    if (KH, KW) != (3, 3) or (SH, SW) != (1, 1) or OH < 1 or OW < 1:
+        return None
+    tiles4 = N * -(-OH // 4) * -(-OW // 4)
+    tiles2 = N * -(-OH // 2) * -(-OW // 2)
+    if 36 * tiles4 < 16 * tiles2 and 2 * tiles4 * (C + OC) >= C * OC * max(1, workers):
+        return 4
+    return 2
+
+
 def _kron(m):
     """``K (a*a, 9)`` with ``K[a*l + k, 3*i + j] = G[k, i] G[l, j]``: then ``U = G W G^T`` for
     every channel pair at once is the single product ``K @ W (9, C*OC)`` (an einsum over the
