@@ -231,6 +231,16 @@ def test_chunks_and_threads_do_not_change_the_result(m, monkeypatch):
         parallel.set_num_threads(threads)
 
 
+@pytest.mark.parametrize("m", TILES)
+def test_empty_batch(m):
+    U = wg.weight_transform(np.ones((4, 3, 3, 3)), m)
+    x, gy = np.zeros((0, 3, 5, 5)), np.zeros((0, 4, 5, 5))
+    assert wg.winograd_forward(x, U, m, 1, 1).shape == (0, 4, 5, 5)
+    gx, gU = wg.winograd_backward(x, gy, U, m, 1, 1)
+    assert gx.shape == x.shape
+    np.testing.assert_array_equal(gU, np.zeros_like(U))
+
+
 def test_bad_arguments_are_refused():
     x = np.zeros((1, 3, 5, 5))
     with pytest.raises(ValueError, match="tile size"):

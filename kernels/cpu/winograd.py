@@ -250,6 +250,9 @@ def winograd_backward(x, gy, U, m: int, PH: int, PW: int, need_gx: bool = True,
         raise ValueError(f"gy must be {(g.N, g.OC, g.OH, g.OW)}, got {gy.shape}")
     if not (need_gx or need_gU):
         return None, None
+    if g.N == 0:  # no chunk would write the weight gradient
+        return (np.empty(shape, dtype=gy.dtype) if need_gx else None,
+                np.zeros((a * a, g.C, g.OC), dtype=gy.dtype) if need_gU else None)
     input_tiles, _, grad_tiles, input_adjoint = _KERNELS[m]
     dtype = gy.dtype
     if need_gU:
