@@ -68,18 +68,18 @@ def layer_cases(torch, C, OC, H, S, N, tiles, dtype):
     def torch_grad(inputs):
         return lambda: torch.autograd.grad(ty, inputs, tgy, retain_graph=True)
 
+    _, saved = im2col.conv2d_forward(x, W, S, S, 1, 1)
+
+    def im2col_backward(need_gx, need_gW):
+        return lambda: im2col.conv2d_backward(gy, W, saved, S, S, 1, 1, need_gx, need_gW)
+
     cases = {
         "fwd": {"torch": lambda: torch.nn.functional.conv2d(tx, tW, stride=S, padding=1),
                 "im2col": lambda: im2col.conv2d_forward(x, W, S, S, 1, 1)},
-        "bwd-data": {"torch": torch_grad((tx,)),
-                     "im2col": lambda: im2col.conv2d_backward(x, W, gy, S, S, 1, 1,
-                                                              need_gW=False)},
-        "bwd-weight": {"torch": torch_grad((tW,)),
-                       "im2col": lambda: im2col.conv2d_backward(x, W, gy, S, S, 1, 1,
-                                                                need_gx=False)},
+        "bwd-data": {"torch": torch_grad((tx,)), "im2col": im2col_backward(True, False)},
+        "bwd-weight": {"torch": torch_grad((tW,)), "im2col": im2col_backward(False, True)},
         "bwd": {"torch": torch_grad((tW,) if first else (tx, tW)),
-                "im2col": lambda: im2col.conv2d_backward(x, W, gy, S, S, 1, 1,
-                                                         need_gx=not first)},
+                "im2col": im2col_backward(not first, True)},
     }
     if S == 1:
         for m in tiles:

@@ -37,6 +37,13 @@ def rel_error(a, ref):
     return float(np.abs(a - ref).max() / np.abs(ref).max())
 
 
+def im2col_reference(x, W, gy, pad):
+    """``(y, gx, gW)`` of the stride-1 convolution by the im2col path."""
+    y, saved = im2col.conv2d_forward(x, W, 1, 1, pad, pad)
+    gx, gW = im2col.conv2d_backward(gy, W, saved, 1, 1, pad, pad)
+    return y, gx, gW
+
+
 def apply(fn, n_in):
     """The matrix of the 1-D transform ``fn`` of ``n_in`` scalars, column by column."""
     return np.array([fn(*np.eye(n_in)[i]) for i in range(n_in)], dtype=float).T
@@ -73,9 +80,8 @@ def test_float64_matches_im2col(m, geometry):
     rng = np.random.default_rng(1)
     x = rng.standard_normal((N, C, H, W))
     Wt = rng.standard_normal((OC, C, 3, 3))
-    y_ref = im2col.conv2d_forward(x, Wt, 1, 1, P, P)
-    gy = rng.standard_normal(y_ref.shape)
-    gx_ref, gW_ref = im2col.conv2d_backward(x, Wt, gy, 1, 1, P, P)
+    gy = rng.standard_normal((N, OC, H + 2 * P - 2, W + 2 * P - 2))
+    y_ref, gx_ref, gW_ref = im2col_reference(x, Wt, gy, P)
 
     U = wg.weight_transform(Wt, m)
     y = wg.winograd_forward(x, U, m, P, P)
@@ -109,9 +115,8 @@ def test_float32_error_per_resnet20_layer(m, layer):
         x = np.maximum(x, 0)  # what a convolution after BatchNorm + ReLU sees
     W = (rng.standard_normal((OC, C, 3, 3)) * np.sqrt(2 / (9 * C))).astype(np.float32)
     gy = rng.standard_normal((8, OC, H, H)).astype(np.float32)
-    x64, W64, gy64 = x.astype(np.float64), W.astype(np.float64), gy.astype(np.float64)
-    y64 = im2col.conv2d_forward(x64, W64, 1, 1, 1, 1)
-    gx64, gW64 = im2col.conv2d_backward(x64, W64, gy64, 1, 1, 1, 1)
+    y64, gx64, gW64 = im2col_reference(x.astype(np.float64), W.astype(np.float64),
+                                       gy.astype(np.float64), 1)
 
     U = wg.weight_transform(W, m)
     assert U.dtype == np.float32
