@@ -34,6 +34,9 @@ setup(
         "test": ["pytest>=7"],
         "cuda12": ["cupy-cuda12x>=13"],
         "cuda13": ["cupy-cuda13x>=14"],
+        # CuPy's compiler and NVRTC, without a GPU: tests/test_cuda_compile.py compiles every
+        # kernel as CuPy would at run time (CI installs this)
+        "nvrtc": ["cupy-cuda13x>=14", "nvidia-cuda-nvrtc>=13"],
         "plot": ["matplotlib>=3.7"],
     },
     entry_points={"console_scripts": ["minires = minires.cli.main:cli"]},
