@@ -22,9 +22,9 @@ FAMILIES = {
     "activation": ("relu_forward", "relu_backward"),
     "loss": ("softmax_cross_entropy_forward", "softmax_cross_entropy_backward"),
     "sgd": ("sgd_step",),
+    "dropout": ("dropout_forward", "dropout_backward"),
     "augment": ("crop_flip_normalize",),
     "indexing": ("scatter_add",),
-    "dropout": ("dropout_forward", "dropout_backward"),
 }
 
 

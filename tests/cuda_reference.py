@@ -125,17 +125,6 @@ def softmax_cross_entropy_backward(gy, logits, labels, log_z):
     return (p * (float(gy) / N)).astype(logits.dtype)
 
 
-def sgd_step(params, grads, velocities, lr, momentum, weight_decays, nesterov):
-    """In-place SGD step on every array of ``params`` (and ``velocities``, zero before the first
-    step), PyTorch's semantics."""
-    for i, (param, grad) in enumerate(zip(params, grads)):
-        d = grad + weight_decays[i] * param
-        if momentum != 0:
-            velocities[i][...] = momentum * velocities[i] + d
-            d = d + momentum * velocities[i] if nesterov else velocities[i]
-        param -= (lr * d).astype(param.dtype)
-
-
 _U64 = 2**64 - 1
 
 
@@ -167,3 +156,15 @@ def dropout_backward(gy, saved):
     bits = dropout_bits(int(saved.stream[0]), int(saved.stream[1]), gy.size)
     keep = (bits >= dropout_threshold(saved.p)).reshape(gy.shape)
     return np.where(keep, gy * gy.dtype.type(dropout_scale(saved.p)), 0).astype(gy.dtype)
+
+
+def sgd_step(params, grads, velocities, lr, momentum, weight_decays, nesterov):
+    """In-place SGD step on every array of ``params`` (and ``velocities``, zero before the first
+    step), PyTorch's semantics."""
+    for i, (param, grad) in enumerate(zip(params, grads)):
+        d = grad + weight_decays[i] * param
+        if momentum != 0:
+            velocities[i][...] = momentum * velocities[i] + d
+            d = d + momentum * velocities[i] if nesterov else velocities[i]
+        param -= (lr * d).astype(param.dtype)
+

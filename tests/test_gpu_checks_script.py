@@ -17,7 +17,11 @@ import numpy as np
 import pytest
 
 import cuda_emulator as emu
+import test_cuda_emulated
 from test_data_builders import make_cifar10
+
+# The emulator's fixtures, defined once in test_cuda_emulated.py
+library, gpu, device = test_cuda_emulated.library, test_cuda_emulated.gpu, test_cuda_emulated.device
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "benchmarks" / "run_gpu_checks.sh"

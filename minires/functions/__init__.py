@@ -14,6 +14,6 @@ from minires.functions.reduction import mean, sum
 from minires.functions.shape import get_item, pad, reshape, transpose
 
 __all__ = ["relu", "add", "sub", "mul", "div", "neg", "power", "matmul", "linear", "sum_to",
-           "batch_norm", "batch_norm_relu", "conv2d", "dropout", "softmax_cross_entropy",
+           "batch_norm", "batch_norm_relu", "conv2d", "softmax_cross_entropy",
            "global_avg_pool2d", "max_pool2d",
-           "mean", "sum", "get_item", "pad", "reshape", "transpose"]
+           "mean", "sum", "get_item", "pad", "reshape", "transpose", "dropout"]
