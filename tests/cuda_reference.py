@@ -167,4 +167,3 @@ def sgd_step(params, grads, velocities, lr, momentum, weight_decays, nesterov):
             velocities[i][...] = momentum * velocities[i] + d
             d = d + momentum * velocities[i] if nesterov else velocities[i]
         param -= (lr * d).astype(param.dtype)
-
