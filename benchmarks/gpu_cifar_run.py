@@ -123,7 +123,7 @@ def prepare(archive: Path, work: Path) -> dict:
     return info
 
 
-def train_both(work: Path, epochs: int, seconds: float) -> list:
+def train_both(work: Path, epochs: int, seconds: float, device: str = "cuda") -> list:
     """Both runs at once; each gets SIGTERM when ``seconds`` are up."""
     runs, start = [], time.monotonic()
     for share in SHARES:
@@ -131,7 +131,7 @@ def train_both(work: Path, epochs: int, seconds: float) -> list:
         log_path = work / f"train-{share}.log"
         log = open(log_path, "w")
         cmd = [sys.executable, "-m", "minires", "train", "--dataset", "cifar10", "--data-dir",
-               str(work), "--device", "cuda", "--depth", "20", "--share", share, "--epochs",
+               str(work), "--device", device, "--depth", "20", "--share", share, "--epochs",
                str(epochs), "--seed", "0", "-o", str(run_dir), "--no-progress"]
         runs.append({"share": share, "run_dir": run_dir, "log": log, "log_path": log_path,
                      "command": cmd,
@@ -173,6 +173,7 @@ def main(argv=None) -> int:
     parser.add_argument("--seconds", type=float, default=150.0,
                         help="wall-clock limit of the two training runs together")
     parser.add_argument("--dry-run", action="store_true", help="prepare, do not train")
+    parser.add_argument("--device", default="cuda", help="cpu: try this script without a GPU")
     args = parser.parse_args(argv)
     archive = find_archive(args.data)
     if archive is None:
@@ -190,7 +191,8 @@ def main(argv=None) -> int:
         print(f"cifar: dry run: {archive.name} prepared into {args.work / 'cifar10.h5'}; "
               f"training needs a GPU", flush=True)
         return 0
-    runs = [summary(run) for run in train_both(args.work, args.epochs, args.seconds)]
+    runs = [summary(run) for run in train_both(args.work, args.epochs, args.seconds,
+                                               args.device)]
     report["runs"] = runs
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")

@@ -18,6 +18,7 @@ import pytest
 
 import cuda_emulator as emu
 import test_cuda_emulated
+from minires.kernels.cuda import loader
 from test_data_builders import make_cifar10
 
 # The emulator's fixtures, defined once in test_cuda_emulated.py
@@ -125,9 +126,8 @@ def test_preflight_tiny_step_runs_the_cuda_branches_and_agrees(device, monkeypat
         np.testing.assert_allclose(gpu[key], cpu[key], err_msg=key, **preflight.AGREE)
     np.testing.assert_allclose(gpu_batch, cpu_batch, **preflight.AGREE_FLOAT32)
     assert gpu_batch.dtype == np.float32 and gpu_batch.shape == (4, 3, 8, 8)
-    launched = {name.split("<")[0] for name, _, _ in device.launches}
-    assert {"im2col", "bn_forward_train", "softmax_ce_forward", "sgd_update",
-            "dropout_forward", "dropout_backward"} <= launched
+    launched = {loader.source_of(name.split("<")[0]) for name, _, _ in device.launches}
+    assert launched == set(loader.KERNELS)  # a kernel of every CUDA source ran
 
 
 # -- the cross-check's cases, on the emulator and PyTorch on the CPU ---------------------------
@@ -254,3 +254,29 @@ def test_cifar_phase_decodes_a_jpeg_tree_into_the_official_layout(tmp_path):
         red = np.rint(images[:, 0].mean(axis=(1, 2)) / 25).astype(int)
         np.testing.assert_array_equal(red, labels)
         assert np.abs(images[:, 2].astype(int) - 60).max() <= 3  # decoded, not made up
+
+
+@pytest.mark.slow
+def test_cifar_phase_trains_both_networks_at_once_and_stops_them_in_time(tmp_path):
+    """On the CPU (``--device cpu``), on a tiny archive: one epoch each, then a run with far
+    more epochs than its seconds allow, stopped by SIGTERM after the first epochs."""
+    cifar = benchmark("gpu_cifar_run")
+    data = tmp_path / "data"
+    data.mkdir()
+    make_cifar10(data, per_batch=8, test=8)
+    out = tmp_path / "runs.json"
+    args = ["--data", str(data), "--work", str(tmp_path / "w"), "--out", str(out),
+            "--device", "cpu"]
+    assert cifar.main(args + ["--epochs", "1", "--seconds", "240"]) == 0
+    runs = json.loads(out.read_text())["runs"]
+    assert [r["share"] for r in runs] == ["none", "block"]
+    for run in runs:
+        assert run["exit_code"] == 0 and run["epochs_done"] == 1
+        assert not run["stopped_at_time_limit"]
+        assert {"train_loss", "test_error"} <= run["metrics"][0].keys()
+    cifar.main(args[:3] + [str(tmp_path / "w2")] + args[4:] + ["--epochs", "10000",
+                                                               "--seconds", "25"])
+    runs = json.loads(out.read_text())["runs"]
+    for run in runs:
+        assert run["stopped_at_time_limit"] and run["exit_code"] != 0
+        assert run["wall_s"] < 25 + 35
