@@ -12,15 +12,17 @@ checkout (docs/gpu.md). Either
 Then ``minires prepare cifar10 --from ... --allow-checksum-mismatch`` (a rebuilt archive does
 not have the official md5; the prepared file records that), and two ``minires train --device
 cuda`` processes at once (unshared and ``--share block``; the GPU has room for both), each
-stopped with SIGTERM when ``--seconds`` run out (minires then keeps the finished epochs).
+stopped with SIGTERM in time for everything to end within ``--seconds`` of the start
+(preparation included; minires then keeps the finished epochs).
 
 Usage:
 
     python benchmarks/gpu_cifar_run.py --data data --work DIR --out OUTDIR/cifar_runs.json \
         --epochs 3 --seconds 150 [--dry-run]
 
-Exit status: 0 done; 1 failed; 3 no archive in ``--data`` (the phase is skipped). ``--dry-run``
-prepares the dataset and stops before training.
+Exit status: 0 done; 1 failed; 3 no archive in ``--data`` (the phase is skipped); 4 too little
+time left after preparing to train. ``--dry-run`` prepares the dataset and stops before
+training.
 """
 from __future__ import annotations
 
@@ -44,7 +46,9 @@ JPEG = "cifar10-jpeg.tar.xz"
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
            "truck")
 SHARES = ("none", "block")
-NO_ARCHIVE = 3
+NO_ARCHIVE, NO_TIME = 3, 4
+STOP_GRACE = 30      # seconds a stopped run gets to save and exit before it is killed
+MIN_TRAINING = 30    # seconds of training below which starting the runs is pointless
 
 
 def find_archive(data: Path):
@@ -144,7 +148,7 @@ def train_both(work: Path, epochs: int, seconds: float, device: str = "cuda") ->
             run["stopped"] = True
             run["process"].send_signal(signal.SIGTERM)  # minires keeps the finished epochs
             try:
-                run["process"].wait(timeout=30)
+                run["process"].wait(timeout=STOP_GRACE)
             except subprocess.TimeoutExpired:
                 run["process"].kill()
                 run["process"].wait()
@@ -171,10 +175,11 @@ def main(argv=None) -> int:
     parser.add_argument("--out", type=Path, required=True, help="JSON file to write")
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=150.0,
-                        help="wall-clock limit of the two training runs together")
+                        help="wall-clock limit of this script, preparation included")
     parser.add_argument("--dry-run", action="store_true", help="prepare, do not train")
     parser.add_argument("--device", default="cuda", help="cpu: try this script without a GPU")
     args = parser.parse_args(argv)
+    start = time.monotonic()
     archive = find_archive(args.data)
     if archive is None:
         print(f"cifar: no {OFFICIAL} or {JPEG} in {args.data}; copy one there (docs/gpu.md) "
@@ -191,8 +196,12 @@ def main(argv=None) -> int:
         print(f"cifar: dry run: {archive.name} prepared into {args.work / 'cifar10.h5'}; "
               f"training needs a GPU", flush=True)
         return 0
-    runs = [summary(run) for run in train_both(args.work, args.epochs, args.seconds,
-                                               args.device)]
+    seconds = args.seconds - (time.monotonic() - start) - STOP_GRACE - 10
+    if seconds < MIN_TRAINING:
+        print(f"cifar: only {seconds:.0f} s would be left to train after preparing; not "
+              f"training", flush=True)
+        return NO_TIME
+    runs = [summary(run) for run in train_both(args.work, args.epochs, seconds, args.device)]
     report["runs"] = runs
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")

@@ -225,11 +225,12 @@ if wanted 5; then
     if [ "$DRY_RUN" = 0 ] && [ "$left" -lt 100 ]; then
         finish 5 "skipped (only $left s of the budget left; it needs 100)"
     else
-        [ "$DRY_RUN" = 1 ] && cifar+=(--dry-run) || cifar+=(--seconds $((left - 45)))
+        [ "$DRY_RUN" = 1 ] && cifar+=(--dry-run) || cifar+=(--seconds $((left - 15)))
         step $((left - 5)) "${cifar[@]}"
         case $? in
             0) finish 5 "$([ "$DRY_RUN" = 1 ] && echo prepared || echo passed)" ;;
             3) finish 5 "skipped (no archive in data/)" ;;
+            4) finish 5 "skipped (too little time left after preparing the data)" ;;
             *) finish 5 FAILED "$(last_line)" ;;
         esac
     fi
