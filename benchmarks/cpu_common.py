@@ -89,7 +89,8 @@ def _numba_layer():
         return None
 
 
-def interleaved(cases: dict, repeats: int, warmup: int = 1, lead_in: float = 0.05) -> dict:
+def interleaved(cases: dict, repeats: int, warmup: int = 1, lead_in: float = 0.05,
+                clock=time.perf_counter) -> dict:
     """Time every callable of ``cases`` (name -> fn()) ``repeats`` times, alternating.
 
     Returns name -> list of seconds. Each round runs every case once, timed, right after
@@ -99,6 +100,11 @@ def interleaved(cases: dict, repeats: int, warmup: int = 1, lead_in: float = 0.0
     milliseconds, so whatever runs next on a 2-core machine shares the cores with them (a
     minires convolution timed right after torch ones took up to twice its time). The lead-in
     absorbs that tail, and the other side's cache contents, for both sides alike.
+
+    ``clock`` measures the timed call (wall time by default; ``time.process_time`` gives the
+    CPU time of the process, which on a machine busy with other work leaves out the time spent
+    waiting for a core -- meaningful only with one thread per side, since CPU time would also
+    count the spinning of idle worker threads).
     """
     names = list(cases)
     for _ in range(warmup):
@@ -111,9 +117,9 @@ def interleaved(cases: dict, repeats: int, warmup: int = 1, lead_in: float = 0.0
             cases[name]()
             while time.perf_counter() - start < lead_in:
                 cases[name]()
-            t0 = time.perf_counter()
+            t0 = clock()
             cases[name]()
-            times[name].append(time.perf_counter() - t0)
+            times[name].append(clock() - t0)
     return times
 
 

@@ -6,19 +6,22 @@ library itself never prints. Every option can also come from an environment vari
 """
 from __future__ import annotations
 
+import os
+import shlex
+
 import click
 
 from minires import train as training
 from minires.backend import DEVICES
-from minires.cli.errors import reports_errors
+from minires.cli.errors import (describe_os_error, echo_quietly, notes_on_stderr,
+                                reports_errors, signal_name, stop_signal)
 from minires.cli.progress import progress_bars, progress_option
 from minires.cli.train_options import config_options
 from minires.evaluate import evaluate_checkpoint
 from minires.plot import METRICS, plot_runs
 from minires.run_config import RUN_FIELDS, TrainConfig
-
-# Exit status after Ctrl-C, as a shell reports a process ended by SIGINT (128 + 2).
-EXIT_INTERRUPTED = 130
+from minires.run_dir import BEST_CHECKPOINT, LAST_CHECKPOINT, is_run_dir
+from minires.runs import SWEEP_FILE
 
 
 def format_epoch(row: dict, epochs: int) -> str:
@@ -47,9 +50,11 @@ def train(ctx, shared, progress, **settings):
     """Train a ResNet, evaluating on the test split after every epoch.
 
     Writes config.json, metrics.jsonl, metrics.csv, last.h5 (every epoch) and best.h5 (lowest
-    test error) into the run directory, and prints one line per epoch. Ctrl-C stops after
-    saving nothing partial: last.h5 keeps the last completed epoch; continue with
-    `minires train -o RUN_DIR --resume` (exit status 130).
+    test error) into the run directory, and prints one line per epoch. Ctrl-C, SIGTERM and
+    SIGHUP stop it after saving nothing partial: last.h5 keeps the last completed epoch;
+    continue with `minires train -o RUN_DIR --resume` (exit status 130, 143, 129). A run whose
+    loss or weights become NaN or infinite stops before saving that epoch (exit status 1).
+    One run at a time writes into a run directory.
     """
     if shared:
         if _given(ctx, "share") and settings["share"] != "block":
@@ -65,8 +70,10 @@ def train(ctx, shared, progress, **settings):
             if name in settings and not (_given(ctx, name) or (name == "share" and shared)):
                 settings[name] = None
     bars = progress_bars(progress)
+    started = []
 
     def on_start(config):
+        started.append(config)
         click.echo(f"{'Resuming' if config.resume else 'Training'} in {config.run_dir}")
 
     def on_batch(step):
@@ -78,26 +85,58 @@ def train(ctx, shared, progress, **settings):
         click.echo(format_epoch(row, row["epochs"]))
 
     try:
-        result = training.train(TrainConfig(**settings), on_start=on_start, on_epoch=on_epoch,
-                                on_batch=on_batch if bars is not None else None)
+        with notes_on_stderr():
+            result = training.train(TrainConfig(**settings), on_start=on_start,
+                                    on_epoch=on_epoch,
+                                    on_batch=on_batch if bars is not None else None)
+    except KeyboardInterrupt as stop:
+        if not started:
+            raise  # nothing was written yet: reported as such by reports_errors
+        # A second signal while the run was saving what it had: its files are still whole.
+        echo_quietly(f"Interrupted by {signal_name(stop_signal(stop))} while stopping. "
+                     f"{started[0].run_dir}/last.h5 holds the last completed epoch; continue "
+                     f"with: {resume_command(started[0].run_dir)}")
+        raise click.exceptions.Exit(128 + stop_signal(stop)) from None
+    except OSError as exc:
+        if not started:
+            raise
+        # The run has files: they hold its last completed epoch, and it can go on from there.
+        raise click.ClickException(
+            f"{describe_os_error(exc, hint=False)}; {started[0].run_dir}/last.h5 holds the last "
+            f"completed epoch: once that is fixed, continue with: "
+            f"{resume_command(started[0].run_dir)}") from exc
     finally:
         if bars is not None:
             bars.close()
     if result.interrupted:
-        epoch, batch = result.interrupted_at
-        where = f"epoch {epoch}, " + ("while evaluating" if batch is None else f"batch {batch}")
-        click.echo(f"Interrupted at {where}. {result.last_checkpoint} holds the state after "
-                   f"{result.epochs_done} completed epoch(s); continue with: "
-                   f"minires train -o {result.run_dir} --resume", err=True)
-        ctx.exit(EXIT_INTERRUPTED)
+        echo_quietly(f"Interrupted by {signal_name(result.stop_signal)} "
+                     f"{_where(result)}. {result.last_checkpoint} holds the state after "
+                     f"{result.epochs_done} completed epoch(s); continue with: "
+                     f"{resume_command(result.run_dir)}")
+        ctx.exit(128 + result.stop_signal)
     if result.best_test_error is not None:
         click.echo(f"Best test error {100 * result.best_test_error:.2f}% at epoch "
                    f"{result.best_epoch}; checkpoints {result.last_checkpoint} and "
                    f"{result.best_checkpoint}")
 
 
+def resume_command(run_dir) -> str:
+    return f"minires train -o {shlex.quote(str(run_dir))} --resume"
+
+
+def _where(result) -> str:
+    """``at epoch 2, batch 3``, ``at epoch 2, while evaluating``..."""
+    epoch, batch = result.interrupted_at
+    phase = result.interrupted_while
+    if phase == "starting":
+        return f"before epoch {epoch} started"
+    if phase == "training":
+        return f"at epoch {epoch}, batch {batch}" if batch else f"at the start of epoch {epoch}"
+    return f"at epoch {epoch}, while {phase}" + (" its checkpoints" if phase == "saving" else "")
+
+
 @click.command("eval")
-@click.argument("checkpoint", type=click.Path(dir_okay=False))
+@click.argument("checkpoint", type=click.Path())
 @click.option("--dataset", default=None,
               help="Dataset to evaluate on  [default: the one the checkpoint was trained on]")
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None,
@@ -109,6 +148,9 @@ def train(ctx, shared, progress, **settings):
 @reports_errors
 def eval_command(checkpoint, dataset, data_dir, device, batch_size, test_subset):
     """Test loss and error of a checkpoint (last.h5 or best.h5 of a run)."""
+    if os.path.isdir(checkpoint):
+        raise click.BadParameter(_folder_instead_of_checkpoint(checkpoint),
+                                 param_hint="'CHECKPOINT'")
     result = evaluate_checkpoint(checkpoint, dataset=dataset, data_dir=data_dir, device=device,
                                  batch_size=batch_size, test_subset=test_subset)
     click.echo(f"{checkpoint}: {result['model']} after {result['epoch']} epoch(s), "
@@ -116,6 +158,18 @@ def eval_command(checkpoint, dataset, data_dir, device, batch_size, test_subset)
                f"{result['device']})")
     click.echo(f"test loss {result['test_loss']:.4f}  test error "
                f"{100 * result['test_error']:.2f}%")
+
+
+def _folder_instead_of_checkpoint(folder) -> str:
+    if is_run_dir(folder):
+        return (f"{folder} is a run folder; give one of its checkpoints: "
+                f"{os.path.join(folder, BEST_CHECKPOINT)} or "
+                f"{os.path.join(folder, LAST_CHECKPOINT)}")
+    if os.path.isfile(os.path.join(folder, SWEEP_FILE)):
+        return (f"{folder} is a sweep folder; give a checkpoint of one of its runs "
+                f"({os.path.join(folder, '<run>', BEST_CHECKPOINT)}), or compare its runs with "
+                f"`minires compare {folder}`")
+    return f"{folder} is a folder; expected a checkpoint file (last.h5 or best.h5 of a run)"
 
 
 @click.command()

@@ -19,9 +19,13 @@ destination removes the temporaries whose process no longer exists.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import secrets
+import tempfile
 from pathlib import Path
+
+from minires.processes import process_alive
 
 TEMP_TAG = "tmp"
 
@@ -31,7 +35,7 @@ class AtomicFile:
 
     Use it as a context manager (it yields the temporary path), or call :meth:`start`, then
     :meth:`commit` or :meth:`discard` yourself when the writing spans several calls (as
-    ``minires.data.store.StoreWriter`` does).
+    ``minires.data.store_writer.StoreWriter`` does).
     The destination's folder must exist.
     """
 
@@ -54,7 +58,9 @@ class AtomicFile:
             self.commit()
             return False
         self.discard()
-        self._name_destination(exc)
+        named = naming(exc, self.path)
+        if named is not None:
+            raise named from exc
         return False
 
     def commit(self) -> None:
@@ -65,7 +71,9 @@ class AtomicFile:
             os.replace(self.tmp, self.path)
         except BaseException as exc:
             self.discard()
-            self._name_destination(exc)
+            named = naming(exc, self.path)
+            if named is not None:
+                raise named from exc
             raise
         _fsync_folder(self.path.parent)
 
@@ -73,10 +81,18 @@ class AtomicFile:
         """Remove the temporary file (if it was created); the destination is untouched."""
         self.tmp.unlink(missing_ok=True)
 
-    def _name_destination(self, exc) -> None:
-        # A failed write (a full disk) names no file: say which one could not be written.
-        if isinstance(exc, OSError) and exc.errno is not None and exc.filename is None:
-            raise OSError(exc.errno, f"{exc.strerror} writing", os.fspath(self.path)) from exc
+
+def naming(exc: BaseException, path) -> OSError | None:
+    """For a failed write that names no file (a full disk gives ``write`` and ``fsync`` an
+    OSError without one; HDF5 says ``errno = 28`` in the text of an OSError or RuntimeError),
+    an OSError of the same errno naming ``path``: ``No space left on device writing <path>``.
+    None for any other exception."""
+    code = getattr(exc, "errno", None) if isinstance(exc, OSError) else None
+    if isinstance(exc, (OSError, RuntimeError)) and "errno = 28" in str(exc):
+        code = errno.ENOSPC
+    if code is None or (isinstance(exc, OSError) and exc.filename is not None):
+        return None
+    return OSError(code, f"{os.strerror(code)} writing", os.fspath(path))
 
 
 def write_bytes(path, data: bytes) -> None:
@@ -90,6 +106,27 @@ def write_text(path, text: str) -> None:
     write_bytes(path, text.encode("utf-8"))
 
 
+def check_writable_folder(folder) -> None:
+    """Raise OSError naming ``folder`` when no file can be created in it (or, when it does not
+    exist yet, in the nearest folder above it that does, where it would be created).
+
+    Checked by creating an unnamed temporary file: a read-only file system, a missing
+    permission or a path through a file all show, as they would when writing.
+    """
+    folder = Path(folder)
+    existing = folder
+    while not existing.exists() and existing.parent != existing:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise NotADirectoryError(errno.ENOTDIR, f"cannot create a folder under the file "
+                                                f"{existing}", os.fspath(folder))
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as exc:
+        raise OSError(exc.errno, exc.strerror, os.fspath(folder)) from None
+
+
 def remove_stale_temps(path) -> list:
     """Delete the temporaries of ``path`` left by processes that no longer exist.
 
@@ -101,23 +138,10 @@ def remove_stale_temps(path) -> list:
         return removed
     for temp in path.parent.glob(f"{path.name}.{TEMP_TAG}-*"):
         pid = temp.name[len(path.name) + len(TEMP_TAG) + 2:].split("-")[0]
-        if pid.isdigit() and not process_exists(int(pid)):
+        if pid.isdigit() and not process_alive(int(pid)):
             temp.unlink(missing_ok=True)
             removed.append(temp)
     return removed
-
-
-def process_exists(pid: int) -> bool:
-    """True when a process ``pid`` exists (ours, or someone else's we may not signal)."""
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _fsync_folder(folder: Path) -> None:

@@ -14,6 +14,7 @@ import functools
 
 import numpy as np
 
+from minires.errors import DeviceError
 from minires.kernels import cpu, cuda
 
 DEVICES = ("auto", "cpu", "cuda")
@@ -40,10 +41,10 @@ def cuda_available() -> bool:
 
 
 def get_cupy():
-    """Return the ``cupy`` module, or raise a RuntimeError that says what is missing."""
+    """Return the ``cupy`` module, or raise a DeviceError that says what is missing."""
     cupy = _cupy_or_none()
     if cupy is None:
-        raise RuntimeError(
+        raise DeviceError(
             "the CUDA device needs CuPy and a usable NVIDIA GPU; install minires[cuda12] or "
             "minires[cuda13] on a machine with a GPU, or use device 'cpu'")
     return cupy

@@ -14,7 +14,9 @@ Layout of a checkpoint (format version 2)::
                           is a group, an array a dataset, a number, bool or string an
                           attribute (e.g. ``/optimizer/momentum_buffers/0``, attribute ``lr``).
 
-Every dataset carries HDF5's Fletcher-32 checksum, so flipped bits are detected on reading.
+Every dataset carries HDF5's Fletcher-32 checksum, and the attributes of the training state a
+CRC-32 (``attrs_crc32``), so flipped bits are detected on reading; a model with NaN or
+infinite values is refused as well.
 
 Sharing is restored by rebuilding the model from ``model_spec`` (the architecture creates the
 one shared Parameter) and copying the stored values into it with ``load_state_dict``; before
@@ -29,6 +31,7 @@ from __future__ import annotations
 
 import json
 import os
+import zlib
 from dataclasses import dataclass, field
 
 import h5py
@@ -37,6 +40,8 @@ import numpy as np
 from minires import __version__, models
 from minires.atomicfile import write_bytes
 from minires.backend import resolve_device, to_device, to_numpy
+from minires.data.store import CHECKSUM_FAILURE
+from minires.divergence import first_non_finite
 from minires.errors import DataError
 
 FORMAT = "minires-checkpoint"
@@ -99,14 +104,14 @@ def save_checkpoint(path, model, optimizer=None, *, epoch: int, config: dict,
             if len(names) > 1}
     # An in-memory HDF5 file (the "core" driver without a backing file): HDF5 fails badly when
     # the disk fills up under it, plain Python writes fail cleanly.
+    attrs = dict(epoch=int(epoch), best_epoch=int(best_epoch),
+                 best_test_error=np.nan if best_test_error is None else float(best_test_error),
+                 config=json.dumps(config, sort_keys=True),
+                 model_spec=json.dumps(model_spec, sort_keys=True),
+                 metrics=json.dumps(list(metrics or [])))
     with h5py.File("checkpoint.h5", "w", driver="core", backing_store=False) as f:
         f.attrs.update(format=FORMAT, format_version=FORMAT_VERSION, minires_version=__version__,
-                       epoch=int(epoch), best_epoch=int(best_epoch),
-                       best_test_error=np.nan if best_test_error is None
-                       else float(best_test_error),
-                       config=json.dumps(config, sort_keys=True),
-                       model_spec=json.dumps(model_spec, sort_keys=True),
-                       metrics=json.dumps(list(metrics or [])))
+                       attrs_crc32=_attrs_crc32(attrs), **attrs)
         states = f.create_group("model/state")
         for key, value in model.state_dict().items():
             dataset = _create_dataset(states, key, value)
@@ -144,17 +149,30 @@ def _write_tree(group, state: dict) -> None:
 # -- loading ---------------------------------------------------------------------------------
 
 def load_checkpoint(path) -> Checkpoint:
-    """Read a checkpoint file, raising DataError when it is missing, corrupt or not ours."""
+    """Read a checkpoint file, raising DataError when it is missing, corrupt or not ours.
+
+    Every dataset's Fletcher-32 checksum is verified as it is read, and the model's values must
+    be finite: a checkpoint with flipped bits, or of a model that diverged, is refused.
+    """
     path = os.fspath(path)
+    if os.path.isdir(path):
+        raise DataError(f"{path} is a folder; expected a checkpoint file (last.h5 or best.h5 in "
+                        f"a run folder)")
     if not os.path.isfile(path):
         raise DataError(f"no checkpoint file at {path}")
+    if os.path.getsize(path) == 0:
+        raise DataError(f"{path} is an empty file; expected a minires checkpoint")
     try:
         f = h5py.File(path, "r")
     except OSError as exc:
         raise DataError(f"{path} is not a readable HDF5 file (truncated or corrupt?): "
-                        f"{exc}") from exc
+                        f"{' '.join(str(exc).split())}") from exc
     with f:
         if f.attrs.get("format") != FORMAT:
+            if "format_version" in f.attrs and "train" in f:
+                raise DataError(f"{path} is a prepared dataset, not a checkpoint; give a "
+                                f"checkpoint (last.h5 or best.h5 of a run), and datasets with "
+                                f"--dataset")
             raise DataError(f"{path} is an HDF5 file but not a minires checkpoint (it has no "
                             f"format={FORMAT!r} attribute)")
         version = int(f.attrs.get("format_version", -1))
@@ -162,12 +180,18 @@ def load_checkpoint(path) -> Checkpoint:
             raise DataError(f"{path} is a minires checkpoint of format version {version}; this "
                             f"minires reads version {FORMAT_VERSION}")
         try:
+            stored = f.attrs.get("attrs_crc32")  # absent in checkpoints of minires 0.1
+            if stored is not None and int(stored) != _attrs_crc32(f.attrs):
+                raise DataError(f"{path} is corrupted: its epoch, configuration or metrics do "
+                                f"not match their checksum (bits changed on the disk or in a "
+                                f"copy)")
             best = float(f.attrs["best_test_error"])
             states = f["model/state"]
+            state = {key: states[key][()] for key in states}
             aliases = sorted(sorted(json.loads(states[key].attrs["uses"]))
                              for key in states if "uses" in states[key].attrs)
-            return Checkpoint(
-                state={key: states[key][()] for key in states},
+            checkpoint = Checkpoint(
+                state=state,
                 aliases=aliases,
                 optimizer_state=_read_tree(f["optimizer"]) if "optimizer" in f else None,
                 epoch=int(f.attrs["epoch"]),
@@ -177,9 +201,26 @@ def load_checkpoint(path) -> Checkpoint:
                 model_spec=json.loads(f.attrs["model_spec"]),
                 metrics=json.loads(f.attrs["metrics"]),
                 format_version=version)
-        except (KeyError, OSError, ValueError, TypeError) as exc:
+        except (KeyError, OSError, ValueError, TypeError, RuntimeError) as exc:
+            text = " ".join(str(exc).split())
+            if CHECKSUM_FAILURE in text:
+                raise DataError(f"{path} is corrupted: a stored array does not match its "
+                                f"checksum (bits changed on the disk or in a copy)") from exc
             raise DataError(f"{path} is an incomplete or corrupt minires checkpoint: "
-                            f"{exc}") from exc
+                            f"{text}") from exc
+    bad = first_non_finite(checkpoint.state)
+    if bad is not None:
+        raise DataError(f"{path} holds NaN or infinite values in {bad}: the model had diverged "
+                        f"when it was saved")
+    return checkpoint
+
+
+def _attrs_crc32(attrs) -> int:
+    """CRC-32 of the training state kept in the file's attributes (HDF5 checksums datasets
+    only), the same whether computed from the values written or from the attributes read."""
+    values = [int(attrs["epoch"]), int(attrs["best_epoch"]), repr(float(attrs["best_test_error"])),
+              str(attrs["config"]), str(attrs["model_spec"]), str(attrs["metrics"])]
+    return zlib.crc32(json.dumps(values).encode("utf-8"))
 
 
 def _read_tree(group) -> dict:

@@ -25,3 +25,21 @@ class ConfigError(MiniresError, ValueError):
     def __init__(self, name: str | None, message: str):
         super().__init__(message)
         self.name = name
+
+
+class LockedError(MiniresError):
+    """A folder is in use by another minires process (its lock file names the owner)."""
+
+
+class DeviceError(MiniresError, RuntimeError):
+    """The device asked for cannot be used here (for example ``cuda`` without CuPy or a GPU)."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """A stop signal (SIGTERM, SIGHUP, SIGINT) turned into an exception, so that it unwinds the
+    program exactly as Ctrl-C does: files being written are discarded, a run saves its last
+    completed epoch. ``signum`` is the signal; a program stopped by it exits ``128 + signum``."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = int(signum)

@@ -8,7 +8,8 @@ from minires.autograd import Tensor, no_grad
 from minires.backend import resolve_device, xp_for
 from minires.checkpoint import load_model
 from minires.data import EMBEDDED, Loader, load_dataset
-from minires.errors import DataError
+from minires.data.catalog import DATASET_CHOICES, names_a_dataset
+from minires.errors import ConfigError, DataError
 from minires.run_config import TrainConfig, model_label
 
 
@@ -54,13 +55,19 @@ def evaluate_checkpoint(path, dataset: str | None = None, data_dir=None, device:
         a dict with ``test_loss``, ``test_error``, ``num_images``, ``epoch``, ``dataset``,
         ``model`` (e.g. ``resnet20 share=block``) and ``device``.
     Raises:
-        DataError: unreadable checkpoint, or a dataset whose classes or image size do not fit
-            the model.
+        ConfigError: an argument out of range (a dataset that names none).
+        DeviceError: the device cannot be used.
+        DataError: unreadable, corrupted or diverged checkpoint, or a dataset whose classes or
+            image size do not fit the model.
     """
     if int(batch_size) < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size}")
+        raise ConfigError("batch_size", f"batch_size must be a positive integer, got "
+                                        f"{batch_size}")
     if test_subset is not None and int(test_subset) < 1:
-        raise ValueError(f"test_subset must be a positive number of images, got {test_subset}")
+        raise ConfigError("test_subset", f"test_subset must be a positive number of images, "
+                                         f"got {test_subset}")
+    if dataset is not None and not names_a_dataset(dataset):
+        raise ConfigError("dataset", f"dataset must be {DATASET_CHOICES}, got {dataset!r}")
     device = resolve_device(device)
     model, config = load_model(path, device=device)
     spec = config["model_spec"]

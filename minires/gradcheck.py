@@ -131,6 +131,7 @@ def standard_cases(xp=np, seed: int = 0) -> list[GradcheckCase]:
 
     eval_mean, eval_var = bn_stats(3)
     labels = xp.asarray(rng.integers(0, 5, size=4))
+    dropout_state = xp.asarray(np.array([20190407, 3], dtype=np.int64))  # [key, calls]
     case = GradcheckCase
     return [
         case("add (broadcast)", lambda a, b: a + b, [arr(3, 4), arr(1, 4)]),
@@ -142,6 +143,8 @@ def standard_cases(xp=np, seed: int = 0) -> list[GradcheckCase]:
         case("linear", lambda x, W, b: F.linear(x, W, b), [arr(4, 5), arr(3, 5), arr(3)]),
         case("linear (no bias)", lambda x, W: F.linear(x, W), [arr(4, 5), arr(3, 5)]),
         case("relu", F.relu, [away_from_zero(2, 3, 4)]),
+        case("add_relu", F.add_relu, [away_from_zero(2, 3, 4),
+                                      xp.asarray(rng.uniform(-0.1, 0.1, (2, 3, 4)))]),
         case("sum (axis)", lambda a: a.sum(axis=(0, 2)), [arr(2, 3, 4)]),
         case("mean (keepdims)", lambda a: a.mean(axis=1, keepdims=True), [arr(2, 3, 4)]),
         case("reshape", lambda a: a.reshape(4, 6), [arr(2, 3, 4)]),
@@ -170,4 +173,7 @@ def standard_cases(xp=np, seed: int = 0) -> list[GradcheckCase]:
         case("shared conv weight (two uses)",
              lambda x, W: F.conv2d(F.relu(F.conv2d(x, W, pad=1)), W, pad=1),
              [arr(2, 3, 4, 5), arr(3, 3, 3, 3)]),
+        # Each call advances a dropout state: a copy per call keeps the mask fixed while the
+        # numerical gradient evaluates the function again and again.
+        case("dropout", lambda x: F.dropout(x, 0.3, dropout_state.copy()), [arr(3, 4, 5)]),
     ]

@@ -46,6 +46,8 @@ class SGD:
         params: Parameters (or ``(name, Parameter)`` pairs, whose names then appear in error
             messages), each exactly once, e.g. ``model.parameters()``.
         lr: learning rate; the attribute ``lr`` may be changed before any step (schedules).
+            The kernels also take a one-element array on the parameters' device, read when the
+            update runs (``minires.cuda_graph`` sets one while it captures a step).
         momentum: factor of the velocity buffer (0 disables it).
         weight_decay: L2 factor added to the gradient.
         nesterov: Nesterov momentum (needs ``momentum > 0``).

@@ -29,9 +29,11 @@ from dataclasses import dataclass, field
 
 from minires.backend import DEVICES, resolve_device
 from minires.data import DATASETS, EMBEDDED
+from minires.data.catalog import DATASET_CHOICES, names_a_dataset
 from minires.errors import ConfigError
 from minires.models import (ARCHS, DEFAULT_RESNET_DEPTH, DEFAULT_WRN_WIDTH, SHARE_MODES,
-                            SHORTCUTS, STAGES_FOR_INPUT, architecture_defaults, default_wrn_depth)
+                            SHORTCUTS, STAGES_FOR_INPUT, architecture_defaults, default_wrn_depth,
+                            resnet_blocks_per_stage)
 from minires.optim import SCHEDULES, make_schedule
 from minires.run_dir import dataset_label
 
@@ -47,6 +49,7 @@ OTHER_DEFAULT_EPOCHS = 164
 DEFAULT_SCHEDULES = {EMBEDDED: ("cosine", 0.5)}
 OTHER_DEFAULT_SCHEDULE = ("step", 0.0)
 MIN_EVAL_BATCH_SIZE = 256
+DEFAULT_RUNS_FOLDER = "runs"
 
 
 def setting(default, help: str, *, choices=None, minimum=None, above=None, below=None,
@@ -140,6 +143,9 @@ class TrainConfig:
                         minimum=0)
     device: str = setting("auto", "auto: cuda when CuPy sees a GPU, else cpu.", choices=DEVICES,
                           defines_run=False)
+    cuda_graph: bool = setting(
+        False, "Replay each training step from one CUDA graph (needs the GPU; see "
+               "minires.cuda_graph).", defines_run=False)
     run_dir: str | None = setting(
         None, "Where config, metrics and checkpoints go.", short="-o", path=True,
         shown_default="runs/<dataset>-<arch><depth>-<share>-<time>", defines_run=False)
@@ -163,6 +169,16 @@ class TrainConfig:
         """
         for f in dataclasses.fields(self):
             _check_setting(f, getattr(self, f.name))
+        if self.arch == "resnet" and self.depth is not None:
+            try:  # a Wide ResNet's depth depends on the image size: checked when it is built
+                resnet_blocks_per_stage(self.depth)
+            except ValueError as exc:
+                raise ConfigError("depth", str(exc)) from None
+        if not names_a_dataset(self.dataset):
+            raise ConfigError("dataset", f"dataset must be {DATASET_CHOICES}, got "
+                                         f"{self.dataset!r}")
+        resolve_device(self.device)
+        _check_cuda_graph(self.cuda_graph, self.device)
         epochs = self.epochs if self.epochs is not None else default_epochs(self.dataset)
         schedule, warmup_epochs = self.schedule_settings()
         try:  # the schedule checks that its own settings fit together
@@ -200,6 +216,7 @@ class TrainConfig:
             device=resolve_device(self.device))
         config.run_dir = os.fspath(self.run_dir if self.run_dir is not None
                                    else default_run_dir(config))
+        _check_cuda_graph(config.cuda_graph, config.device)  # auto may have become cpu
         return config
 
     def to_dict(self) -> dict:
@@ -235,6 +252,8 @@ def _check_setting(f, value) -> None:
         if not isinstance(value, bool):
             raise ConfigError(name, f"{name} must be true or false, got {value!r}")
     elif kind is str:
+        if rules["path"] and not str(value).strip():
+            raise ConfigError(name, f"{name} must name a folder, got {value!r}")
         if "choices" in rules and value not in rules["choices"]:
             raise ConfigError(name, f"{name} must be one of {', '.join(rules['choices'])}, got "
                                     f"{value!r}")
@@ -261,6 +280,12 @@ def _check_number(name, value, kind, rules) -> None:
         ("below" not in rules or value < rules["below"])
     if not ok:
         raise ConfigError(name, f"{name} must be {expected}, got {value!r}")
+
+
+def _check_cuda_graph(cuda_graph, device) -> None:
+    if cuda_graph is True and device == "cpu":
+        raise ConfigError("cuda_graph", "cuda_graph needs the GPU (device cuda), but the run's "
+                                        "device is cpu")
 
 
 def default_epochs(dataset) -> int:
@@ -302,5 +327,5 @@ def model_label(config) -> str:
 def default_run_dir(config, now: float | None = None) -> str:
     """``runs/<dataset>-<arch><depth>-<share>-<YYYYmmdd-HHMMSS>`` under the working directory."""
     stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(now))
-    return os.path.join("runs", f"{dataset_label(config.dataset)}-{model_label(config)}-"
-                                f"{config.share}-{stamp}")
+    return os.path.join(DEFAULT_RUNS_FOLDER, f"{dataset_label(config.dataset)}-"
+                                             f"{model_label(config)}-{config.share}-{stamp}")

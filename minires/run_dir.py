@@ -12,7 +12,11 @@
 ``best.h5``
     checkpoint of the epoch with the lowest test error.
 
-Any of these files means the folder holds a run: a new run refuses such a folder (resume it,
+``run.lock``
+    while a run writes into the folder: its owner's pid (:mod:`minires.lockfile`). A second
+    run into the same folder is refused; the lock of a killed run is removed by the next one.
+
+Any of the run files means the folder holds a run: a new run refuses such a folder (resume it,
 or choose another). Every file is replaced atomically (:mod:`minires.atomicfile`).
 """
 from __future__ import annotations
@@ -24,12 +28,13 @@ import os
 import platform
 import re
 import sys
-import time
+import warnings
 from importlib import metadata
 
 from minires import __version__
 from minires.atomicfile import remove_stale_temps, write_text
 from minires.errors import DataError
+from minires.lockfile import LockFile, StaleLockWarning
 
 METRIC_COLUMNS = ("epoch", "lr", "train_loss", "train_error", "test_loss", "test_error",
                   "seconds", "images_per_s")
@@ -39,6 +44,7 @@ METRICS_CSV = "metrics.csv"
 LAST_CHECKPOINT = "last.h5"
 BEST_CHECKPOINT = "best.h5"
 RUN_FILES = (CONFIG_FILE, METRICS_JSONL, METRICS_CSV, LAST_CHECKPOINT, BEST_CHECKPOINT)
+LOCK_FILE = "run.lock"
 
 
 class RunDirectory:
@@ -49,40 +55,78 @@ class RunDirectory:
         self.config_file = os.path.join(self.path, CONFIG_FILE)
         self.last_checkpoint = os.path.join(self.path, LAST_CHECKPOINT)
         self.best_checkpoint = os.path.join(self.path, BEST_CHECKPOINT)
+        self.lock = LockFile(os.path.join(self.path, LOCK_FILE), owner="run")
+        self.created = False
 
     def run_files(self) -> list:
         """The names of the run files present."""
         return [name for name in RUN_FILES if os.path.exists(os.path.join(self.path, name))]
 
     def claim(self, resume: bool) -> None:
-        """Make the folder ready for the run about to write into it.
+        """Make the folder the run's own, for the run about to write into it.
 
-        Creates it if needed, and removes the temporary files that killed processes left
-        beside the run files. Raises ValueError when a new run (``resume=False``) would
-        overwrite the files of another run.
+        Creates the folder for a new run, takes its lock (``run.lock``), and removes the
+        temporary files that killed processes left beside the run files. Call :meth:`release`
+        when the run ends, however it ends. The lock of a killed run is removed with a
+        :class:`~minires.lockfile.StaleLockWarning`.
+
+        Raises:
+            LockedError: another run is writing into the folder.
+            ValueError: a new run (``resume=False``) would overwrite the files of another run.
+            DataError: the run to resume has no folder.
         """
-        if not resume and self.run_files():
-            raise ValueError(f"{self.path} already holds a run ({', '.join(self.run_files())}); "
-                             f"resume it or choose another run directory")
+        if resume and not os.path.isdir(self.path):
+            raise DataError(f"cannot resume: {self.path} does not exist")
+        self.created = not os.path.isdir(self.path)
         os.makedirs(self.path, exist_ok=True)
-        for name in RUN_FILES:
-            remove_stale_temps(os.path.join(self.path, name))
+        try:
+            note = self.lock.acquire()
+            if note:
+                warnings.warn(StaleLockWarning(note), stacklevel=2)
+            if not resume and self.run_files():
+                raise ValueError(f"{self.path} already holds a run "
+                                 f"({', '.join(self.run_files())}); resume it (--resume) or "
+                                 f"choose another run directory")
+            for name in RUN_FILES:
+                remove_stale_temps(os.path.join(self.path, name))
+        except BaseException:
+            self.release()
+            raise
+
+    def release(self) -> None:
+        """Give the folder up: remove the lock, and the folder itself when this run created it
+        and left nothing in it (a run stopped before its first checkpoint)."""
+        self.lock.release()
+        if self.created:
+            self.created = False
+            try:
+                os.rmdir(self.path)
+            except OSError:
+                pass  # not empty: it holds the run
 
     def write_config(self, record: dict) -> None:
-        """Write ``config.json``: ``record`` plus package versions, Python, the platform and the
-        start time (a resumed run keeps the time its first part started)."""
-        started = time.strftime("%Y-%m-%dT%H:%M:%S")
-        if os.path.isfile(self.config_file):
-            started = self.read_config().get("started", started)
+        """Write ``config.json``: ``record`` (the settings and facts of the run, its start time
+        included) plus the package versions, Python and the platform."""
         info = dict(record, versions=package_versions(), python=sys.version.split()[0],
-                    platform=platform.platform(), started=started)
+                    platform=platform.platform())
         write_text(self.config_file, json.dumps(info, indent=2) + "\n")
+
+    def recorded_start(self) -> str | None:
+        """The start time ``config.json`` records; None when it has none or cannot be read. (A
+        resumed run takes its start time from its checkpoint, and from here only when the
+        checkpoint was written by a minires that did not store it there.)"""
+        try:
+            return self.read_config().get("started")
+        except (DataError, OSError, UnicodeDecodeError):
+            return None
 
     def write_metrics(self, rows) -> None:
         """Write ``metrics.jsonl`` and ``metrics.csv`` for ``rows`` (dicts with the columns)."""
         # Rewritten whole each epoch: a few kB, and a resume that drops rows past its checkpoint
         # cannot leave the two files disagreeing.
-        jsonl = "".join(json.dumps({k: row[k] for k in METRIC_COLUMNS}) + "\n" for row in rows)
+        # allow_nan=False: a bare NaN is not JSON; the loop stops before such a row exists.
+        jsonl = "".join(json.dumps({k: row[k] for k in METRIC_COLUMNS}, allow_nan=False) + "\n"
+                        for row in rows)
         buffer = io.StringIO()
         writer = csv.DictWriter(buffer, fieldnames=METRIC_COLUMNS, lineterminator="\n")
         writer.writeheader()

@@ -22,15 +22,17 @@ from __future__ import annotations
 import json
 import os
 import shlex
-import socket
 import time
 from dataclasses import asdict, dataclass
 
 from minires import __version__
 from minires.atomicfile import write_text
-from minires.data.catalog import DATASETS, EMBEDDED, prepared_path
-from minires.errors import DataError, MiniresError
+from minires.data.catalog import (DATASET_CHOICES, DATASETS, EMBEDDED, names_a_dataset,
+                                  prepared_path)
+from minires.errors import ConfigError, DataError, MiniresError
+from minires.lockfile import LockFile
 from minires.models import ARCHS, DEFAULT_WRN_WIDTH, SHARE_MODES, resnet_blocks_per_stage
+from minires.processes import process_alive, process_start_time
 from minires.run_dir import dataset_label
 from minires.runs import SWEEP_FILE, read_run, read_sweep_file
 
@@ -157,6 +159,8 @@ def check_dataset(dataset: str, data_dir=None) -> None:
         if not path.exists():
             raise DataError(f"{dataset} is not prepared: {path} does not exist; run `minires "
                             f"prepare {dataset}` first (or give --data-dir)")
+    elif not names_a_dataset(dataset):
+        raise ConfigError("dataset", f"dataset must be {DATASET_CHOICES}, got {dataset!r}")
     elif not os.path.isfile(os.path.expanduser(dataset)):
         raise DataError(f"dataset {dataset!r} is neither embedded, one of {', '.join(DATASETS)}, "
                         f"nor an existing prepared .h5 file")
@@ -276,103 +280,46 @@ def command_line(args) -> str:
 class SweepLock:
     """``sweep.lock``: one sweep at a time per folder, and no run trained twice at once.
 
-    The file holds the host, the sweep's pid and the pid of every run it is training. A lock
-    whose sweep is gone is stale and replaced, unless a run it started is still alive (a sweep
-    killed outright leaves its runs training).
+    A :class:`~minires.lockfile.LockFile` that also lists the runs the sweep is training (name
+    -> pid and start time). A lock whose sweep is gone is stale and replaced, unless a run it
+    started is still alive (a sweep killed outright leaves its runs training).
     """
 
     def __init__(self, sweep_dir):
         self.sweep_dir = os.fspath(sweep_dir)
         self.path = os.path.join(self.sweep_dir, LOCK_FILE)
+        self.lock = LockFile(self.path, owner="sweep")
         self.children = {}
-        self.held = False
 
     def acquire(self) -> str | None:
         """Take the lock. Returns a note when a stale lock was replaced.
 
         Raises:
-            SweepError: another sweep, or a run left by one, is alive.
+            LockedError: another sweep is alive. SweepError: a run left by one is alive.
         """
-        note = None
-        try:
-            with open(self.path, encoding="utf-8") as f:
-                holder = json.load(f)
-        except FileNotFoundError:
-            holder = None
-        except (OSError, ValueError):
-            holder = {}  # unreadable: no process can be holding it in this state
-        if holder is not None:
-            self._check_stale(holder)
-            note = (f"removed the lock of an earlier sweep (pid {holder.get('pid', '?')}) that "
-                    f"is no longer running")
-            os.remove(self.path)
-        try:
-            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        except FileExistsError:
-            raise SweepError(f"another minires sweep started in {self.sweep_dir} at the same "
-                             f"moment") from None
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(self._contents())
-        self.held = True
-        return note
-
-    def _check_stale(self, holder: dict) -> None:
-        host, pid = holder.get("host"), holder.get("pid")
-        if host not in (None, socket.gethostname()):
-            raise SweepError(f"{self.sweep_dir} is in use by a sweep on host {host} (pid {pid});"
-                             f" if it no longer runs, delete {self.path}")
-        if _minires_alive(pid):
-            raise SweepError(f"another minires sweep (pid {pid}) is running in "
-                             f"{self.sweep_dir}")
-        for name, child in (holder.get("runs") or {}).items():
-            if _minires_alive(child):
-                raise SweepError(f"run {name} is still being trained by pid {child}, started "
-                                 f"by a sweep that was stopped; wait for it or stop it "
-                                 f"(kill -INT {child})")
+        holder = self.lock.holder()
+        if holder is not None and holder.stale():
+            for name, child in ((holder.data or {}).get("runs") or {}).items():
+                child = child if isinstance(child, dict) else {"pid": child}
+                if process_alive(child.get("pid"), child.get("start_time")):
+                    raise SweepError(f"run {name} is still being trained by pid {child['pid']}, "
+                                     f"started by a sweep that was stopped; wait for it or stop "
+                                     f"it (kill -INT {child['pid']})")
+        return self.lock.acquire({"runs": self.children})
 
     def record(self, name: str, pid: int | None) -> None:
         """Note that run ``name`` is trained by ``pid`` (None: it no longer is)."""
         if pid is None:
             self.children.pop(name, None)
         else:
-            self.children[name] = int(pid)
-        write_text(self.path, self._contents())
+            self.children[name] = {"pid": int(pid), "start_time": process_start_time(int(pid))}
+        self.lock.update({"runs": self.children})
 
     def release(self) -> None:
-        if self.held:
-            self.held = False
-            try:
-                os.remove(self.path)
-            except FileNotFoundError:
-                pass
-
-    def _contents(self) -> str:
-        return json.dumps({"host": socket.gethostname(), "pid": os.getpid(),
-                           "runs": self.children}) + "\n"
+        self.lock.release()
 
     def __enter__(self):
         return self
 
     def __exit__(self, *exc):
         self.release()
-
-
-def _minires_alive(pid) -> bool:
-    """True when ``pid`` is a live process that looks like minires (a recycled pid does not)."""
-    if not isinstance(pid, int) or pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            if f.read().rsplit(b")", 1)[1].split()[0] == b"Z":
-                return False  # exited, not yet reaped by its parent
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            command = f.read()
-    except (OSError, IndexError):
-        return True  # no /proc: trust the pid
-    return not command or b"minires" in command

@@ -24,8 +24,9 @@ from minires.errors import DataError
 from minires.runs import read_run
 from minires.sweep import command_line
 
-# Exit status of ``minires train`` after Ctrl-C (128 + SIGINT).
-EXIT_INTERRUPTED = 130
+# Exit statuses of ``minires train`` stopped by SIGINT, SIGTERM or SIGHUP (128 + the signal):
+# it saved its last completed epoch first.
+INTERRUPTED_EXITS = tuple(128 + s for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP))
 
 
 @dataclass
@@ -199,9 +200,9 @@ def _finish(run, returncode: int, seconds: float, lock, stopped: bool = False) -
     if lock is not None:
         lock.record(run.spec.name, None)
     outcome = Outcome(run.spec.name, run.run_dir, run.log_path, "failed", returncode, seconds)
-    # Interrupted by the sweep's SIGINT (or SIGTERM after a second Ctrl-C): last.h5 holds the
-    # last completed epoch, written atomically, so starting the sweep again resumes the run.
-    if returncode == EXIT_INTERRUPTED or (stopped and returncode < 0):
+    # Stopped by the sweep's SIGINT (or SIGTERM after a second Ctrl-C), or by a signal of its
+    # own: last.h5 holds the last completed epoch, so starting the sweep again resumes the run.
+    if returncode in INTERRUPTED_EXITS or (stopped and returncode < 0):
         outcome.status = "interrupted"
         outcome.detail = "last.h5 holds its last completed epoch; the sweep resumes it"
         return outcome

@@ -18,18 +18,22 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import signal
 import time
 from dataclasses import dataclass, field
 
 import minires.functions as F
 from minires import models, optim
+from minires.atomicfile import check_writable_folder
 from minires.autograd import Tensor
 from minires.backend import xp_for
 from minires.checkpoint import load_checkpoint, restore_model, restore_optimizer, save_checkpoint
+from minires.cuda_graph import GraphedTrainStep
 from minires.data import Loader, load_dataset
+from minires.divergence import check_epoch, check_loss
 from minires.errors import DataError, TrainingError
 from minires.evaluate import evaluate
-from minires.run_config import TrainConfig, merge_resume_config
+from minires.run_config import DEFAULT_RUNS_FOLDER, TrainConfig, merge_resume_config
 from minires.run_dir import LAST_CHECKPOINT, RunDirectory
 
 __all__ = ["train", "train_step", "TrainConfig", "TrainResult", "BatchProgress", "TrainingState"]
@@ -72,10 +76,12 @@ class TrainResult:
     """What :func:`train` returns.
 
     ``interrupted`` is True when a KeyboardInterrupt stopped the run; ``last_checkpoint`` then
-    holds the state after ``epochs_done`` completed epochs (the partial epoch is discarded) and
-    ``interrupted_at`` is ``(epoch, batch)``: the batch being trained (0 before the first), or
-    None when the interruption came while evaluating. ``model`` is the in-memory model (after
-    an interruption: in the middle of the interrupted epoch).
+    holds the state after ``epochs_done`` completed epochs (the partial epoch is discarded),
+    ``interrupted_at`` is ``(epoch, batch)``: the batch being trained (0 before the first, None
+    after the last), ``interrupted_while`` the phase (``starting``, ``training``,
+    ``evaluating`` or ``saving``) and ``stop_signal`` the signal's number (SIGINT for Ctrl-C).
+    ``model`` is the in-memory model (after an interruption: in the middle of the interrupted
+    epoch).
     """
 
     config: TrainConfig
@@ -88,6 +94,8 @@ class TrainResult:
     best_checkpoint: str | None
     interrupted: bool = False
     interrupted_at: tuple | None = None
+    interrupted_while: str | None = None
+    stop_signal: int | None = None
     model: object = field(default=None, repr=False)
 
 
@@ -130,9 +138,10 @@ def build_loaders(config: TrainConfig, dataset) -> tuple[Loader, Loader]:
     return train_loader, test_loader
 
 
-def run_record(config: TrainConfig, dataset, model) -> dict:
-    """The settings and facts of a run, as ``config.json`` and every checkpoint store them."""
-    return dict(config.to_dict(), num_classes=int(dataset.num_classes),
+def run_record(config: TrainConfig, dataset, model, started: str) -> dict:
+    """The settings and facts of a run, as ``config.json`` and every checkpoint store them;
+    ``started`` is when the run first started (a resumed run keeps it)."""
+    return dict(config.to_dict(), started=started, num_classes=int(dataset.num_classes),
                 image_size=int(dataset.image_size), num_train=int(len(dataset.train_labels)),
                 num_test=int(len(dataset.test_labels[:config.test_subset])),
                 num_parameters=int(model.num_parameters()),
@@ -166,13 +175,17 @@ class TrainingState:
         return dataclasses.replace(self, metrics=list(self.metrics))
 
 
-def _checkpoint_to_resume(config: TrainConfig):
+def _run_to_resume(config: TrainConfig) -> RunDirectory:
     if config.run_dir is None:
         raise ValueError("resume needs the run directory of the run to continue")
-    path = os.path.join(os.fspath(config.run_dir), LAST_CHECKPOINT)
-    if not os.path.isfile(path):
-        raise DataError(f"cannot resume: {config.run_dir} has no {LAST_CHECKPOINT} checkpoint")
-    return load_checkpoint(path)
+    return RunDirectory(config.run_dir)
+
+
+def _checkpoint_to_resume(run: RunDirectory):
+    if not os.path.isfile(run.last_checkpoint):
+        raise DataError(f"cannot resume: {run.path} has no {LAST_CHECKPOINT} checkpoint (a run "
+                        f"stopped before its first one has nothing to resume; start it anew)")
+    return load_checkpoint(run.last_checkpoint)
 
 
 # -- the loop ----------------------------------------------------------------------------------
@@ -183,103 +196,154 @@ def train(config: TrainConfig, on_start=None, on_epoch=None, on_batch=None) -> T
     Args:
         config: the run's settings; ``config.resume`` continues ``config.run_dir``.
         on_start: called with the resolved configuration (its ``run_dir`` named) once the
-            settings, the dataset and the checkpoint to resume have been checked, before the
-            first epoch.
+            settings, the dataset and the checkpoint to resume have been checked and the run
+            directory is the run's own, before the first epoch.
         on_epoch: called with each epoch's metric row (a dict with the columns of
             ``minires.run_dir.METRIC_COLUMNS``, plus ``epochs``, the total).
         on_batch: called with a :class:`BatchProgress` after each optimizer step.
     Returns:
-        a :class:`TrainResult`. A KeyboardInterrupt (Ctrl-C, or raised by a callback) stops the
-        run cleanly: ``last.h5`` keeps the last completed epoch, and the result says
-        ``interrupted=True``.
+        a :class:`TrainResult`. A KeyboardInterrupt (Ctrl-C, a stop signal raised as
+        :class:`~minires.errors.Interrupted`, or one raised by a callback) once the first
+        checkpoint exists stops the run cleanly: ``last.h5`` keeps the last completed epoch and
+        the result says ``interrupted=True``. One that comes earlier goes on to the caller;
+        nothing was written then.
     Raises:
         ConfigError: a setting is out of range (a ValueError).
-        TrainingError: the training loss became NaN or infinite (names the epoch and batch).
+        DeviceError: the device cannot be used (``cuda`` without CuPy or a GPU).
         DataError: the dataset or the checkpoint to resume cannot be read.
+        LockedError: another run is writing into the run directory.
         ValueError: the run directory already holds a run (without ``resume``), or ``resume``
             changes a setting that defines the run.
+        TrainingError: the training loss, the test loss or a weight became NaN or infinite.
+            Nothing of that epoch is saved: the run's files keep the epoch before.
+        OSError: a file of the run could not be written (a full disk); the files written
+            before stay whole.
+    The lock of a killed run found in the run directory is removed with a
+    :class:`~minires.lockfile.StaleLockWarning`.
     """
-    checkpoint = _checkpoint_to_resume(config) if config.resume else None
-    if checkpoint is not None:
-        config = merge_resume_config(checkpoint.config, config)
-    config.validate()  # the one check of the settings, before anything is loaded
-    dataset = load_dataset(config.dataset, data_dir=config.data_dir, subset=config.subset,
-                           seed=config.seed)
-    config = config.resolved(image_size=int(dataset.image_size))
-    spec = model_spec_for(config, dataset)
-    model = models.create(**spec).to(config.device)
-    optimizer, schedule = build_optimizer(model, config), build_schedule(config)
-    train_loader, test_loader = build_loaders(config, dataset)
-    record = run_record(config, dataset, model)
-    run = RunDirectory(config.run_dir)
-    state = TrainingState()
-    if checkpoint is not None:
-        if checkpoint.epoch > config.epochs:
-            raise ValueError(f"the run already completed {checkpoint.epoch} epochs, more than "
-                             f"epochs={config.epochs}")
-        restore_model(model, checkpoint, run.last_checkpoint)
-        restore_optimizer(optimizer, checkpoint, config.device)
-        state = TrainingState.from_checkpoint(checkpoint)
+    # A run to resume is claimed before its checkpoint is read: no other run may write into
+    # it meanwhile. A new run's folder is claimed once everything has been checked.
+    run = _run_to_resume(config) if config.resume else None
+    try:
+        checkpoint = None
+        if run is not None:
+            run.claim(resume=True)
+            checkpoint = _checkpoint_to_resume(run)
+            config = merge_resume_config(checkpoint.config, config)
+        config.validate()  # the one check of the settings, before anything is loaded
+        if run is None:  # where the new run's folder will be (default: under runs/)
+            check_writable_folder(config.run_dir or DEFAULT_RUNS_FOLDER)
+        dataset = load_dataset(config.dataset, data_dir=config.data_dir, subset=config.subset,
+                               seed=config.seed)
+        config = config.resolved(image_size=int(dataset.image_size))
+        spec = model_spec_for(config, dataset)
+        model = models.create(**spec).to(config.device)
+        optimizer, schedule = build_optimizer(model, config), build_schedule(config)
+        train_loader, test_loader = build_loaders(config, dataset)
+        state = TrainingState()
+        if checkpoint is not None:
+            if checkpoint.epoch > config.epochs:
+                raise ValueError(f"the run already completed {checkpoint.epoch} epochs, more "
+                                 f"than epochs={config.epochs}")
+            restore_model(model, checkpoint, run.last_checkpoint)
+            restore_optimizer(optimizer, checkpoint, config.device)
+            state = TrainingState.from_checkpoint(checkpoint)
+        else:
+            run = RunDirectory(config.run_dir)
+            run.claim(resume=False)
+        started = (checkpoint.config.get("started") or run.recorded_start()) if checkpoint \
+            else None
+        record = run_record(config, dataset, model, started or time.strftime("%Y-%m-%dT%H:%M:%S"))
+        loop = _Loop(config, run, model, optimizer, schedule, spec, record, state)
+        if checkpoint is None:
+            # Before any other file: a run stopped before this leaves nothing behind.
+            loop.save(run.last_checkpoint)
+        return loop.epochs(train_loader, test_loader, on_start, on_epoch, on_batch)
+    finally:
+        if run is not None:
+            run.release()
 
-    def save(path):
-        save_checkpoint(path, model, optimizer, epoch=state.epoch, config=record,
-                        model_spec=spec, best_test_error=state.best_test_error,
+
+class _Loop:
+    """The epochs of one claimed run: train, evaluate, check, save."""
+
+    def __init__(self, config, run, model, optimizer, schedule, spec, record, state):
+        self.config, self.run, self.model, self.optimizer = config, run, model, optimizer
+        self.schedule, self.spec, self.record, self.state = schedule, spec, record, state
+
+    def save(self, path):
+        state = self.state
+        save_checkpoint(path, self.model, self.optimizer, epoch=state.epoch, config=self.record,
+                        model_spec=self.spec, best_test_error=state.best_test_error,
                         best_epoch=state.best_epoch, metrics=state.metrics)
 
-    run.claim(resume=config.resume)
-    run.write_config(record)
-    run.write_metrics(state.metrics)
-    if checkpoint is None:
-        save(run.last_checkpoint)  # so that an interruption in the first epoch can be resumed
-    if on_start is not None:
-        on_start(config)
-    saved = state.copy()  # what last.h5 holds
-    position, interrupted_at = _Position(epoch=state.epoch + 1), None
-    try:
-        for epoch in range(state.epoch + 1, config.epochs + 1):
-            position.epoch = epoch
-            row = _run_epoch(model, optimizer, schedule, train_loader, test_loader, config,
-                             position, on_batch)
-            state.record(row)
-            if state.best_epoch == epoch:
-                # best.h5 before last.h5: an interruption between the two repeats this epoch
-                # on resume (last.h5 is behind), which rewrites best.h5 identically.
-                save(run.best_checkpoint)
-            save(run.last_checkpoint)
-            saved = state.copy()
+    def epochs(self, train_loader, test_loader, on_start, on_epoch, on_batch) -> TrainResult:
+        config, run, state = self.config, self.run, self.state
+        saved = state.copy()  # what last.h5 holds
+        position = _Position(epoch=state.epoch + 1)
+        step = GraphedTrainStep(train_step) if config.cuda_graph else train_step
+        try:
+            run.write_config(self.record)
             run.write_metrics(saved.metrics)
-            if on_epoch is not None:
-                on_epoch(dict(row, epochs=config.epochs))
-    except KeyboardInterrupt:
-        # last.h5 holds the last completed epoch; the partial one is dropped, so that a resume
-        # repeats it from its start with the same batches.
-        run.write_metrics(saved.metrics)
-        interrupted_at = (position.epoch, position.batch)
-    return TrainResult(config=config, run_dir=run.path, metrics=saved.metrics,
-                       epochs_done=saved.epoch, best_test_error=saved.best_test_error,
-                       best_epoch=saved.best_epoch, last_checkpoint=run.last_checkpoint,
-                       best_checkpoint=run.best_checkpoint if saved.best_epoch else None,
-                       interrupted=interrupted_at is not None, interrupted_at=interrupted_at,
-                       model=model)
+            if on_start is not None:
+                on_start(config)
+            for epoch in range(state.epoch + 1, config.epochs + 1):
+                position.epoch, position.phase = epoch, "training"
+                row = _run_epoch(self.model, self.optimizer, self.schedule, train_loader,
+                                 test_loader, config, position, on_batch, step)
+                check_epoch(row, self.model, config)
+                position.phase = "saving"
+                state.record(row)
+                if state.best_epoch == epoch:
+                    # best.h5 before last.h5: an interruption between the two repeats this
+                    # epoch on resume (last.h5 is behind), which rewrites best.h5 alike.
+                    self.save(run.best_checkpoint)
+                self.save(run.last_checkpoint)
+                saved = state.copy()
+                run.write_metrics(saved.metrics)
+                if on_epoch is not None:
+                    on_epoch(dict(row, epochs=config.epochs))
+        except KeyboardInterrupt as stop:
+            # last.h5 holds the last completed epoch; the partial one is dropped, so that a
+            # resume repeats it from its start with the same batches.
+            run.write_metrics(saved.metrics)
+            return self._result(saved, position, getattr(stop, "signum", signal.SIGINT))
+        except TrainingError as exc:
+            raise TrainingError(f"{exc}. Nothing of epoch {position.epoch} was saved: "
+                                f"{run.last_checkpoint} holds epoch {saved.epoch}") from None
+        return self._result(saved, None, None)
+
+    def _result(self, saved, position, stop_signal) -> TrainResult:
+        run = self.run
+        return TrainResult(
+            config=self.config, run_dir=run.path, metrics=saved.metrics,
+            epochs_done=saved.epoch, best_test_error=saved.best_test_error,
+            best_epoch=saved.best_epoch, last_checkpoint=run.last_checkpoint,
+            best_checkpoint=run.best_checkpoint if saved.best_epoch else None,
+            interrupted=position is not None,
+            interrupted_at=None if position is None else (position.epoch, position.batch),
+            interrupted_while=None if position is None else position.phase,
+            stop_signal=stop_signal, model=self.model)
 
 
 @dataclass
 class _Position:
-    """Where the loop is: the epoch, and the batch being trained (0 before the first, None
-    while evaluating)."""
+    """Where the loop is: the epoch, its phase (``starting``, ``training``, ``evaluating``,
+    ``saving``) and the batch being trained (0 before the first, None after the last)."""
 
     epoch: int
     batch: int | None = 0
+    phase: str = "starting"
 
 
 def _run_epoch(model, optimizer, schedule, train_loader, test_loader, config, position,
-               on_batch) -> dict:
+               on_batch, step=train_step) -> dict:
     """Train one epoch (``position.epoch``), then evaluate; returns the epoch's metric row."""
     started = time.perf_counter()
     train_loss, train_error = _train_epoch(model, optimizer, schedule, train_loader, config,
-                                           position, on_batch)
+                                           position, on_batch, step)
     train_seconds = time.perf_counter() - started
-    position.batch = None
+    position.batch, position.phase = None, "evaluating"
     test_loss, test_error = evaluate(model, test_loader)
     return {"epoch": position.epoch, "lr": float(schedule(position.epoch - 1)),
             "train_loss": train_loss, "train_error": train_error, "test_loss": test_loss,
@@ -287,7 +351,8 @@ def _run_epoch(model, optimizer, schedule, train_loader, test_loader, config, po
             "images_per_s": len(train_loader.labels) / train_seconds}
 
 
-def _train_epoch(model, optimizer, schedule, loader, config, position, on_batch):
+def _train_epoch(model, optimizer, schedule, loader, config, position, on_batch,
+                 step=train_step):
     """One pass over the training set; returns ``(mean loss, error rate)``."""
     epoch, num_batches = position.epoch, len(loader)
     position.batch = 0
@@ -302,10 +367,10 @@ def _train_epoch(model, optimizer, schedule, loader, config, position, on_batch)
         position.batch = batch
         # The rate follows the schedule within the epoch (warm-up and cosine are smooth).
         optimizer.lr = float(schedule(epoch - 1 + (batch - 1) / num_batches))
-        loss, mistakes = train_step(model, optimizer, x, y)
+        loss, mistakes = step(model, optimizer, x, y)
         loss_sum, mistakes_sum = loss_sum + loss * len(y), mistakes_sum + mistakes
         if stop_at_once:
-            _check_finite(float(loss), epoch, batch, num_batches, optimizer.lr)
+            check_loss(float(loss), epoch, batch, num_batches, optimizer.lr, config)
         else:
             losses.append(loss)
         if on_batch is not None:
@@ -313,13 +378,7 @@ def _train_epoch(model, optimizer, schedule, loader, config, position, on_batch)
                                    optimizer.lr))
     if not math.isfinite(float(loss_sum)):
         for batch, loss in enumerate(losses, start=1):  # the first bad batch, found only now
-            _check_finite(float(loss), epoch, batch, num_batches, optimizer.lr)
-        _check_finite(float(loss_sum), epoch, num_batches, num_batches, optimizer.lr)
+            check_loss(float(loss), epoch, batch, num_batches, optimizer.lr, config)
+        check_loss(float(loss_sum), epoch, num_batches, num_batches, optimizer.lr, config)
     count = len(loader.labels)
     return float(loss_sum) / count, float(mistakes_sum) / count
-
-
-def _check_finite(value, epoch, batch, num_batches, lr):
-    if not math.isfinite(value):
-        raise TrainingError(f"the training loss became {value} at epoch {epoch}, batch "
-                            f"{batch} of {num_batches} (lr={lr:g}); lower the learning rate")

@@ -1,12 +1,13 @@
 """Run minires' CUDA kernels on the CPU, for machines without a GPU.
 
 The ``.cu`` sources are compiled as ordinary C++ (g++) after a small shim that defines what CUDA
-provides: ``threadIdx``/``blockIdx`` (thread-local), ``__syncthreads`` (a block-wide
-``std::barrier``), warp shuffles (a per-warp exchange through memory between two barriers) and
-``__shared__`` (a function-local ``static``, shared by the block's threads; blocks run one after
-another). A kernel that synchronises runs one OS thread per CUDA thread of a block, so barriers
-and shuffles behave as on a GPU for the kernels' purposes, including threads that return early;
-a kernel that never synchronises runs its threads one after another.
+provides: ``threadIdx``/``blockIdx``, ``__syncthreads`` (a block-wide barrier), warp shuffles (a
+per-warp exchange through memory between two barriers) and ``__shared__`` (a function-local
+``static``, shared by the block's threads; blocks run one after another). A kernel that
+synchronises runs each CUDA thread of a block as a fiber (its own stack, switched with
+``ucontext`` on one OS thread), so barriers and shuffles behave as on a GPU for the kernels'
+purposes, including threads that return early; a kernel that never synchronises runs its
+threads one after another.
 
 :func:`fake_cupy` returns a stand-in ``cupy`` module: NumPy plus a ``RawModule`` whose kernels run
 on the emulator. Installed as ``sys.modules["cupy"]``, it lets the real Python wrappers in
@@ -30,18 +31,17 @@ from pathlib import Path
 import numpy as np
 
 SHIM = r"""
-#include <barrier>
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <memory>
-#include <thread>
+#include <ucontext.h>
 #include <vector>
 
 struct dim3 { unsigned x = 1, y = 1, z = 1; };
-static dim3 gridDim, blockDim;
-static thread_local dim3 threadIdx, blockIdx;
-static std::barrier<>* emu_block_barrier = nullptr;
-static std::vector<std::unique_ptr<std::barrier<>>> emu_warp_barriers;
+static dim3 gridDim, blockDim, threadIdx, blockIdx;
 static unsigned long long emu_slots[1024];
 
 #define __global__
@@ -49,7 +49,53 @@ static unsigned long long emu_slots[1024];
 #define __forceinline__ inline
 #define __shared__ static
 
-inline void __syncthreads() { emu_block_barrier->arrive_and_wait(); }
+// Kernels that synchronise run each CUDA thread of a block as a fiber (its own stack, ucontext)
+// on this one OS thread: a fiber runs until it waits at a barrier or returns, then the next
+// runnable one continues. A barrier releases its waiters when every thread still running has
+// arrived (an exited thread no longer takes part, as on a GPU); barrier 0 is the block's
+// (__syncthreads), barrier 1 + w warp w's (shuffles).
+struct EmuFiber {
+    ucontext_t context;
+    bool finished;
+    int waiting_on;  // -1: runnable
+};
+struct EmuBarrier { unsigned expected, arrived; };
+static std::vector<EmuFiber> emu_fibers;
+static std::vector<std::unique_ptr<char[]>> emu_stacks;
+static std::vector<EmuBarrier> emu_barriers;
+static ucontext_t emu_scheduler;
+static std::function<void()> emu_body;
+static const size_t EMU_STACK = 256 * 1024;
+
+static void emu_release(int which) {
+    EmuBarrier& b = emu_barriers[which];
+    if (b.expected > 0 && b.arrived == b.expected) {
+        b.arrived = 0;
+        for (auto& f : emu_fibers) {
+            if (f.waiting_on == which) f.waiting_on = -1;
+        }
+    }
+}
+
+static void emu_wait(int which) {
+    EmuFiber& me = emu_fibers[threadIdx.x];
+    ++emu_barriers[which].arrived;
+    me.waiting_on = which;
+    emu_release(which);  // the last to arrive releases everyone, itself included
+    if (me.waiting_on != -1) swapcontext(&me.context, &emu_scheduler);
+}
+
+static void emu_fiber_main() {
+    emu_body();
+    EmuFiber& me = emu_fibers[threadIdx.x];
+    me.finished = true;
+    for (int which : {0, 1 + (int)(threadIdx.x >> 5)}) {
+        --emu_barriers[which].expected;
+        emu_release(which);
+    }
+}  // returns to emu_scheduler through uc_link
+
+inline void __syncthreads() { emu_wait(0); }
 inline float __int_as_float(int i) { float f; std::memcpy(&f, &i, sizeof f); return f; }
 inline double __longlong_as_double(long long i) {
     double d; std::memcpy(&d, &i, sizeof d); return d;
@@ -58,12 +104,12 @@ inline double __longlong_as_double(long long i) {
 template <typename T> T emu_shuffle(T v, unsigned source_lane) {
     const unsigned t = threadIdx.x, warp = t >> 5;
     std::memcpy(&emu_slots[t], &v, sizeof(T));
-    emu_warp_barriers[warp]->arrive_and_wait();
+    emu_wait(1 + warp);
     T r = v;
     if (source_lane < 32 && warp * 32 + source_lane < blockDim.x) {
         std::memcpy(&r, &emu_slots[warp * 32 + source_lane], sizeof(T));
     }
-    emu_warp_barriers[warp]->arrive_and_wait();
+    emu_wait(1 + warp);
     return r;
 }
 template <typename T> T __shfl_down_sync(unsigned, T v, int offset) {
@@ -89,38 +135,46 @@ template <typename F> static void emu_launch_serial(unsigned grid, unsigned bloc
 template <typename F> static void emu_launch(unsigned grid, unsigned block, F body) {
     gridDim.x = grid;
     blockDim.x = block;
-    // One OS thread per CUDA thread of a block, reused for every block in turn. Each block
-    // gets fresh barriers (a thread that returned early was dropped from the old ones); the
-    // two waits on `between` make sure nobody still uses them while thread 0 replaces them.
-    std::unique_ptr<std::barrier<>> block_barrier;
-    std::barrier<> between(block);
-    auto fresh_barriers = [&] {
-        block_barrier = std::make_unique<std::barrier<>>(block);
-        emu_block_barrier = block_barrier.get();
-        emu_warp_barriers.clear();
-        for (unsigned w = 0; w * 32 < block; ++w) {
-            const unsigned lanes = block - w * 32 < 32 ? block - w * 32 : 32;
-            emu_warp_barriers.push_back(std::make_unique<std::barrier<>>(lanes));
+    emu_body = body;
+    while (emu_stacks.size() < block) emu_stacks.emplace_back(new char[EMU_STACK]);
+    const unsigned warps = (block + 31) / 32;
+    for (unsigned b = 0; b < grid; ++b) {
+        blockIdx.x = b;
+        emu_barriers.assign(1 + warps, EmuBarrier{0, 0});
+        emu_barriers[0].expected = block;
+        for (unsigned w = 0; w < warps; ++w) {
+            emu_barriers[1 + w].expected = block - w * 32 < 32 ? block - w * 32 : 32;
         }
-    };
-    fresh_barriers();
-    std::vector<std::thread> threads;
-    for (unsigned t = 0; t < block; ++t) {
-        threads.emplace_back([=, &between, &fresh_barriers] {
-            for (unsigned b = 0; b < grid; ++b) {
-                blockIdx.x = b;
-                threadIdx.x = t;
-                body();
-                // An exited thread no longer takes part in barriers, as on the GPU.
-                emu_warp_barriers[t >> 5]->arrive_and_drop();
-                emu_block_barrier->arrive_and_drop();
-                between.arrive_and_wait();
-                if (t == 0) fresh_barriers();
-                between.arrive_and_wait();
+        emu_fibers.assign(block, EmuFiber{});
+        for (unsigned t = 0; t < block; ++t) {
+            EmuFiber& f = emu_fibers[t];
+            f.finished = false;
+            f.waiting_on = -1;
+            getcontext(&f.context);
+            f.context.uc_stack.ss_sp = emu_stacks[t].get();
+            f.context.uc_stack.ss_size = EMU_STACK;
+            f.context.uc_link = &emu_scheduler;
+            makecontext(&f.context, emu_fiber_main, 0);
+        }
+        for (unsigned done = 0; done < block;) {
+            bool progress = false;
+            done = 0;
+            for (unsigned t = 0; t < block; ++t) {
+                EmuFiber& f = emu_fibers[t];
+                if (!f.finished && f.waiting_on == -1) {
+                    threadIdx.x = t;
+                    swapcontext(&emu_scheduler, &f.context);
+                    progress = true;
+                }
+                done += f.finished;
             }
-        });
+            if (!progress && done < block) {
+                std::fprintf(stderr, "emulated kernel deadlocked: threads wait at a barrier "
+                                     "that the others never reach\n");
+                std::abort();
+            }
+        }
     }
-    for (auto& th : threads) th.join();
 }
 """
 
@@ -129,6 +183,8 @@ _SIGNATURE = re.compile(r"template\s*<typename T>\s*__global__\s+void\s+(\w+)\s*
 INSTANCES = ("float", "double")
 
 # C parameter type -> what the argument must be: ("array", dtype) or ("scalar", numpy type).
+# Any other type is a struct passed by value: a one-element structured NumPy array of the
+# struct's size (which is what CuPy passes by value).
 _PARAM_TYPES = {
     "float*": ("array", np.float32), "double*": ("array", np.float64),
     "long long*": ("array", np.int64), "int*": ("array", np.int32),
@@ -149,7 +205,7 @@ def kernel_signatures(source: str) -> dict:
             for p in params.split(","):
                 p = " ".join(p.replace("const ", "").replace("*", " * ").split())
                 ctype, pname = p.rsplit(" ", 1)
-                ctype = " ".join(instance if word == "T" else word for word in ctype.split())
+                ctype = re.sub(r"\bT\b", instance, ctype)
                 parsed.append((ctype.replace(" *", "*"), pname))
             kernels[f"{name}<{instance}>"] = parsed
     return kernels
@@ -160,7 +216,7 @@ _COOPERATIVE = re.compile(r"__syncthreads|__shfl|block_sum|warp_sum|warp_max")
 
 def cooperative_kernels(source: str) -> set:
     """Instantiations of kernels whose threads wait for each other (barriers, shuffles): they
-    need one OS thread per CUDA thread."""
+    need one fiber per CUDA thread."""
     found = set()
     for name, _ in _SIGNATURE.findall(source):
         body = re.search(rf"__global__\s+void\s+{name}\s*\(.*?\n\}}\n", source, re.DOTALL)
@@ -174,12 +230,33 @@ def _symbol(expression: str) -> str:
     return expression.replace("<", "_").replace(">", "")
 
 
+def is_struct(ctype: str) -> bool:
+    """Whether a parameter of C type ``ctype`` is a struct passed by value."""
+    return not ctype.endswith("*") and ctype not in _PARAM_TYPES
+
+
 def _launcher(expression, params, cooperative: bool) -> str:
-    decl = ", ".join(f"{'void*' if t.endswith('*') else t} {n}" for t, n in params)
-    call = ", ".join(f"({t}){n}" if t.endswith("*") else n for t, n in params)
+    def declared(t, n):
+        return f"void* {n}" if t.endswith("*") or is_struct(t) else f"{t} {n}"
+
+    def passed(t, n):
+        if is_struct(t):
+            return f"*reinterpret_cast<const {t}*>({n})"
+        return f"({t}){n}" if t.endswith("*") else n
+
+    decl = ", ".join(declared(t, n) for t, n in params)
+    call = ", ".join(passed(t, n) for t, n in params)
     launch = "emu_launch" if cooperative else "emu_launch_serial"
     return (f'extern "C" void launch_{_symbol(expression)}(unsigned grid, unsigned block, '
             f"{decl}) {{\n    {launch}(grid, block, [=] {{ {expression}({call}); }});\n}}\n")
+
+
+def _sizeof(ctype: str) -> str:
+    return f'extern "C" unsigned long sizeof_{_symbol(ctype)}() {{ return sizeof({ctype}); }}\n'
+
+
+def _struct_types(signatures) -> set:
+    return {t for params in signatures.values() for t, _ in params if is_struct(t)}
 
 
 def compiler_available() -> bool:
@@ -198,6 +275,7 @@ class EmulatedLibrary:
             self.signatures.update(kernel_signatures(sources[name]))
             self.cooperative |= cooperative_kernels(sources[name])
         parts += [_launcher(n, p, n in self.cooperative) for n, p in self.signatures.items()]
+        parts += [_sizeof(t) for t in sorted(_struct_types(self.signatures))]
         text = "\n".join(parts)
         digest = hashlib.sha256(text.encode()).hexdigest()[:16]
         build_dir.mkdir(parents=True, exist_ok=True)
@@ -205,7 +283,10 @@ class EmulatedLibrary:
         if not lib.exists():
             cpp = build_dir / f"emulated_{digest}.cpp"
             cpp.write_text(text)
-            cmd = ["g++", "-std=c++20", "-O1", "-shared", "-fPIC", "-pthread",
+            # -ffp-contract=off: no fused multiply-adds, as NVRTC with --fmad=false; the
+            # kernels then round each operation as NumPy does.
+            cmd = ["g++", "-std=c++20", "-O1", "-ffp-contract=off", "-shared", "-fPIC",
+                   "-pthread",
                    "-Wall", "-Werror", "-Wno-unused-function", "-Wno-unused-variable",
                    str(cpp), "-o", str(lib)]
             out = subprocess.run(cmd, capture_output=True, text=True, check=False)
@@ -213,6 +294,7 @@ class EmulatedLibrary:
                 raise RuntimeError(f"g++ failed on the emulated kernels:\n{out.stderr}")
         self.lib = ctypes.CDLL(str(lib))
         self.launches = []  # (kernel name, grid, block) of every launch, for tests to inspect
+        self.launched_args = []  # (kernel name, arguments) of every launch
 
     def launch(self, name, grid, block, args):
         """Launch kernel ``name`` (a name expression such as ``im2col<float>``), checking each
@@ -226,6 +308,10 @@ class EmulatedLibrary:
             raise ValueError(f"{name}: invalid launch grid={grid} block={block}")
         converted, argtypes = [], [ctypes.c_uint, ctypes.c_uint]
         for (ctype, pname), a in zip(params, args):
+            if is_struct(ctype):
+                converted.append(ctypes.c_void_p(self._struct_argument(name, ctype, pname, a)))
+                argtypes.append(ctypes.c_void_p)
+                continue
             kind, want = _PARAM_TYPES[ctype]
             if kind == "array":
                 if not isinstance(a, np.ndarray) or a.dtype != want:
@@ -243,8 +329,67 @@ class EmulatedLibrary:
                 argtypes.append(_CTYPES[want])
         fn = getattr(self.lib, f"launch_{_symbol(name)}")
         fn.argtypes, fn.restype = argtypes, None
+        self.launched_args.append((name, args))
         self.launches.append((name, g, b))
         fn(g, b, *converted)
+
+    def _struct_argument(self, name, ctype, pname, a) -> int:
+        """The address of a struct argument: a one-element structured NumPy array exactly as
+        large as the C struct (CuPy passes such an array's bytes by value)."""
+        size = getattr(self.lib, f"sizeof_{_symbol(ctype)}")
+        size.restype = ctypes.c_ulong
+        if (type(a) is not np.ndarray or a.size != 1 or a.dtype.fields is None
+                or a.dtype.itemsize != size()):
+            raise TypeError(f"{name}: {pname} must be a one-element structured NumPy array of "
+                            f"{size()} bytes (the size of {ctype}), got {type(a).__name__} "
+                            f"{getattr(a, 'dtype', '')}")
+        return a.ctypes.data
+
+
+def _column_major(array, offset, rows, cols, ld, what):
+    """The ``rows x cols`` column-major matrix with leading dimension ``ld`` that starts
+    ``offset`` elements into ``array`` (a C-contiguous array read as flat memory), as a view;
+    AssertionError when it reaches past the array, as cuBLAS would read or write there."""
+    flat = array.reshape(-1)
+    if rows == 0 or cols == 0:
+        return np.zeros((rows, cols), dtype=array.dtype)
+    last = offset + (rows - 1) + (cols - 1) * ld
+    assert 0 <= offset and last < flat.size, (
+        f"cuBLAS would access {what}[{last}] of an array of {flat.size} elements")
+    item = flat.itemsize
+    return np.lib.stride_tricks.as_strided(flat[offset:], shape=(rows, cols),
+                                           strides=(item, ld * item))
+
+
+class EmulatedCublas:
+    """cuBLAS's GEMMs in NumPy, taking exactly the column-major arguments that
+    ``minires.kernels.cuda.blas.Cublas`` hands the library (and refusing what cuBLAS refuses),
+    so that leading dimensions, strides and transposes are checked without a GPU. Every call is
+    recorded in ``calls``."""
+
+    def __init__(self):
+        self.calls = []
+
+    def gemm_strided_batched(self, transa, transb, m, n, k, alpha, A, lda, strideA, B, ldb,
+                             strideB, beta, C, ldc, strideC, batch):
+        assert transa in (0, 1) and transb in (0, 1), "cublasOperation_t is 0 (N) or 1 (T)"
+        assert min(m, n, k) >= 0 and batch >= 1
+        assert lda >= max(1, m if transa == 0 else k), "CUBLAS_STATUS_INVALID_VALUE: lda"
+        assert ldb >= max(1, k if transb == 0 else n), "CUBLAS_STATUS_INVALID_VALUE: ldb"
+        assert ldc >= max(1, m), "CUBLAS_STATUS_INVALID_VALUE: ldc"
+        assert A.dtype == B.dtype == C.dtype, "one dtype for A, B and C"
+        for x in (A, B, C):
+            assert isinstance(x, np.ndarray) and x.flags.c_contiguous
+        self.calls.append(dict(transa=transa, transb=transb, m=m, n=n, k=k, batch=batch,
+                               alpha=alpha, beta=beta))
+        for i in range(batch):
+            a = _column_major(A, i * strideA, *((m, k) if transa == 0 else (k, m)), lda, "A")
+            b = _column_major(B, i * strideB, *((k, n) if transb == 0 else (n, k)), ldb, "B")
+            c = _column_major(C, i * strideC, m, n, ldc, "C")
+            product = (a if transa == 0 else a.T) @ (b if transb == 0 else b.T)
+            # As cuBLAS: with beta == 0, C is written without being read (NaN there is fine).
+            value = alpha * product if beta == 0 else alpha * product + beta * c
+            c[...] = value.astype(C.dtype)
 
 
 GUARD = 64                  # elements of guard zone on each side of an array made by ``empty``
@@ -274,14 +419,63 @@ class GuardedAllocator:
             assert (guards == sentinel).all(), "a kernel wrote outside its output array"
 
 
+class CaptureError(RuntimeError):
+    """What CUDA or CuPy reports for an operation that a capturing stream does not allow."""
+
+
 class EmulatedDeviceArray(np.ndarray):
     """A NumPy array that minires takes for a CuPy one (``minires.backend.is_cuda_array`` looks
     at the type's module), so the library's CUDA branches run, on the emulator. NumPy keeps the
-    subclass through arithmetic, so whole forward and backward passes stay "on the device"."""
+    subclass through arithmetic, so whole forward and backward passes stay "on the device".
+
+    Reading a value on the host (``get``, ``item``, ``float``, ``int``, ``bool``, ``tolist``)
+    is a synchronisation on a GPU: each one is counted in ``host_reads``, and while
+    ``capturing`` is set (a fake CUDA graph capture, see tests/graph_emulator.py) it raises
+    :class:`CaptureError`, as does ``@`` (``cupy.matmul``, whose cuBLAS call CuPy refuses
+    during capture).
+    """
+
+    capturing = False
+    host_reads = 0
+
+    @classmethod
+    def host_read(cls, what: str) -> None:
+        if cls.capturing:
+            raise CaptureError(f"{what} waits for the GPU, which a capturing stream forbids")
+        cls.host_reads += 1
 
     def get(self):
         """Like ``cupy.ndarray.get``: a plain NumPy copy."""
+        self.host_read("get()")
         return np.array(self)
+
+    def item(self, *args):
+        self.host_read("item()")
+        return np.ndarray.item(self, *args)
+
+    def tolist(self):
+        self.host_read("tolist()")
+        return np.ndarray.tolist(self)
+
+    def __float__(self):
+        self.host_read("float()")
+        return float(np.ndarray.item(self))
+
+    def __int__(self):
+        self.host_read("int()")
+        return int(np.ndarray.item(self))
+
+    def __bool__(self):
+        self.host_read("bool()")
+        return bool(np.ndarray.item(self))
+
+    def __matmul__(self, other):
+        _no_cublas_in_capture("the @ operator")
+        return np.ndarray.__matmul__(self, other)
+
+    def __rmatmul__(self, other):
+        _no_cublas_in_capture("the @ operator")
+        return np.ndarray.__rmatmul__(self, other)
 
     @property
     def data(self):
@@ -290,9 +484,20 @@ class EmulatedDeviceArray(np.ndarray):
         return EmulatedMemoryPointer(self)
 
 
+def _no_cublas_in_capture(what):
+    if EmulatedDeviceArray.capturing:
+        raise CaptureError(f"{what} is cupy.matmul, whose cuBLAS call CuPy refuses during "
+                           f"stream capture")
+
+
 class EmulatedMemoryPointer:
     def __init__(self, array):
         self.array = array
+
+    @property
+    def ptr(self) -> int:
+        """Like ``cupy.cuda.MemoryPointer.ptr``: the address of the array's first element."""
+        return self.array.ctypes.data
 
 
 EmulatedDeviceArray.__module__ = EmulatedMemoryPointer.__module__ = "cupy_emulated"
@@ -328,7 +533,32 @@ def fake_cupy(library: EmulatedLibrary, allocator: GuardedAllocator):
 
     fake.empty = empty
     fake.empty_like = lambda a, dtype=None: empty(a.shape, dtype or a.dtype)
-    fake.asnumpy = lambda a: np.array(a)
+
+    def asnumpy(a):
+        EmulatedDeviceArray.host_read("cupy.asnumpy")
+        return np.array(a)
+
+    def from_device_only(name):
+        fn = on_device(getattr(np, name))
+
+        def wrapped(a, *args, **kwargs):
+            if EmulatedDeviceArray.capturing and not isinstance(a, EmulatedDeviceArray):
+                raise CaptureError(f"cupy.{name} of host data is a host-to-device copy, which "
+                                   f"a capturing stream forbids")
+            return fn(a, *args, **kwargs)
+        return wrapped
+
+    def refused_in_capture(name, value):
+        def wrapped(*args, **kwargs):
+            if EmulatedDeviceArray.capturing:
+                raise CaptureError(f"cupy.{name} is refused by CuPy during stream capture")
+            return value(*args, **kwargs)
+        return wrapped
+
+    fake.asnumpy = asnumpy
+    fake.asarray, fake.array = from_device_only("asarray"), from_device_only("array")
+    fake.matmul = refused_in_capture("matmul", on_device(np.matmul))
+    fake.dot = refused_in_capture("dot", on_device(np.dot))
 
     class RawKernel:
         def __init__(self, name):

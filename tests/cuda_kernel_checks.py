@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import cuda_reference as ref
-from minires.kernels import cuda
+from minires.kernels import cpu, cuda
 
 TOL = {np.float32: dict(rtol=2e-5, atol=2e-6), np.float64: dict(rtol=1e-12, atol=1e-13)}
 DTYPES = [np.float32, np.float64]
@@ -27,7 +27,7 @@ SOFTMAX_SHAPES = [(1, 3), (13, 10), (9, 100), (4, 33)]
 SGD_SETTINGS = [(0.0, False, 0.0), (0.0, False, 5e-4), (0.9, False, 1e-4), (0.9, True, 5e-4)]
 #: The backend functions one training step of a ResNet calls.
 STEP_KERNELS = ("conv2d_forward", "conv2d_backward", "batch_norm_forward", "batch_norm_backward",
-                "relu_forward", "relu_backward", "softmax_cross_entropy_forward",
+                "add_relu_forward", "relu_backward", "matmul", "softmax_cross_entropy_forward",
                 "softmax_cross_entropy_backward", "sgd_step")
 
 
@@ -146,15 +146,58 @@ def check_softmax_cross_entropy(dev, host, N, K, dtype):
     loss, log_z = cuda.softmax_cross_entropy_forward(dev(logits), dev(labels))
     loss_ref, log_z_ref = ref.softmax_cross_entropy_forward(logits, labels)
     tol = TOL[dtype]
-    loss = host(loss)
+    loss, log_z = host(loss), host(log_z)
     assert loss.shape == () and loss.dtype == dtype
     np.testing.assert_allclose(loss, loss_ref, **tol)
-    np.testing.assert_allclose(host(log_z), log_z_ref, **tol)
+    assert log_z.dtype == np.float64  # computed and kept in double, whatever the logits' dtype
+    np.testing.assert_allclose(log_z, log_z_ref, rtol=1e-13)
     gy = np.asarray(r.standard_normal(), dtype=dtype)
-    gx = cuda.softmax_cross_entropy_backward(dev(gy), dev(logits), dev(labels), log_z)
+    gx = cuda.softmax_cross_entropy_backward(dev(gy), dev(logits), dev(labels), dev(log_z))
     np.testing.assert_allclose(host(gx),
                                ref.softmax_cross_entropy_backward(gy, logits, labels, log_z_ref),
                                rtol=tol["rtol"] * 10, atol=tol["atol"])
+
+
+def large_logits(N=64, K=10, seed=11):
+    """float32 logits of 100 to 1000 whose rows are not one-hot after the softmax (each row
+    spread by a few units around its own offset), and labels."""
+    r = np.random.default_rng(seed)
+    logits = (r.uniform(100, 1000, (N, 1)) + 3 * r.standard_normal((N, K))).astype(np.float32)
+    return logits, r.integers(0, K, N)
+
+
+def relative_gradient_error(gx, logits, labels, log_z_for_backward=None):
+    """Largest elementwise relative error of a float32 gradient against the float64 one of the
+    same logits (gy = 1); elements below float's smallest normal (flushed to zero on a GPU)
+    count as exact."""
+    want = ref.softmax_cross_entropy_backward(1.0, logits.astype(np.float64), labels,
+                                              ref.softmax_cross_entropy_forward(
+                                                  logits.astype(np.float64), labels)[1])
+    err = np.abs(gx.astype(np.float64) - want)
+    return float(np.max(np.where(np.abs(want) < 2e-38, 0.0, err / np.abs(want))))
+
+
+def check_softmax_cross_entropy_large_logits(dev, host):
+    """Logits of 100-1000 in float32: the gradient is float64's rounded once (relative error
+    at most a float32 rounding, 2^-24, plus a little for exp), and so is the loss."""
+    logits, labels = large_logits()
+    loss, log_z = cuda.softmax_cross_entropy_forward(dev(logits), dev(labels))
+    gx = host(cuda.softmax_cross_entropy_backward(dev(np.float32(1)), dev(logits), dev(labels),
+                                                  log_z))
+    assert relative_gradient_error(gx, logits, labels) < 1.2e-7
+    loss_ref, _ = ref.softmax_cross_entropy_forward(logits.astype(np.float64), labels)
+    np.testing.assert_allclose(host(loss), loss_ref, rtol=1.2e-7)
+
+
+def check_softmax_cross_entropy_mean_is_deterministic(dev, host):
+    """The mean is summed in one block in a fixed order: the same bits on every call."""
+    r = rng()
+    logits = dev((r.standard_normal((300, 7)) * 30).astype(np.float32))
+    labels = dev(r.integers(0, 7, 300))
+    first = host(cuda.softmax_cross_entropy_forward(logits, labels)[0])
+    for _ in range(2):
+        assert host(cuda.softmax_cross_entropy_forward(logits, labels)[0]).tobytes() == \
+            first.tobytes()
 
 
 def check_softmax_cross_entropy_bad_labels(dev, host):
@@ -171,6 +214,47 @@ def check_softmax_cross_entropy_errors(dev, host):
         cuda.softmax_cross_entropy_forward(dev(np.zeros((3, 4))), dev(np.zeros(2, np.int64)))
     with pytest.raises(ValueError, match="labels must be integers"):
         cuda.softmax_cross_entropy_forward(dev(np.zeros((3, 4))), dev(np.zeros(3)))
+
+
+DROPOUT_KEY = 0x5EED_0F_D1CE_2019  # any 63-bit layer key
+
+
+def check_dropout(dev, host, p, dtype):
+    """The device's mask is the CPU kernel's and the reference's, bit for bit, forward and
+    backward; the state advances by one call on the device, and the saved stream names the
+    call that was applied."""
+    r = rng()
+    x = r.standard_normal((3, 5, 17, 9)).astype(dtype)  # 2295 elements: nine 256-thread blocks
+    gy = r.standard_normal(x.shape).astype(dtype)
+    state, cpu_state, ref_state = (np.array([DROPOUT_KEY, 41], np.int64) for _ in range(3))
+    state = dev(state)
+    y, saved = cuda.dropout_forward(dev(x), p, state)
+    y_cpu, saved_cpu = cpu.dropout_forward(x, p, cpu_state)
+    y_ref, saved_ref = ref.dropout_forward(x, p, ref_state)
+    y = host(y)
+    assert y.dtype == dtype and y.shape == x.shape
+    assert y.tobytes() == y_cpu.tobytes() == y_ref.tobytes()
+    assert 0 < np.count_nonzero(y) < y.size
+    np.testing.assert_array_equal(host(state), [DROPOUT_KEY, 42])
+    np.testing.assert_array_equal(host(saved.stream), [DROPOUT_KEY, 41])
+    gx = host(cuda.dropout_backward(dev(gy), saved))
+    assert gx.tobytes() == cpu.dropout_backward(gy, saved_cpu).tobytes() == \
+        ref.dropout_backward(gy, saved_ref).tobytes()
+    np.testing.assert_array_equal(gx == 0, y == 0)  # the same mask both ways
+
+
+def check_dropout_calls_draw_new_masks(dev, host):
+    """Three calls on one state: three different masks, each the CPU's for that call."""
+    x = np.ones(4096, np.float32)
+    state = dev(np.array([DROPOUT_KEY, 0], np.int64))
+    cpu_state = np.array([DROPOUT_KEY, 0], np.int64)
+    masks = []
+    for _ in range(3):
+        y = host(cuda.dropout_forward(dev(x), 0.5, state)[0])
+        assert y.tobytes() == cpu.dropout_forward(x, 0.5, cpu_state)[0].tobytes()
+        masks.append(y != 0)
+    assert not (masks[0] == masks[1]).all() and not (masks[1] == masks[2]).all()
+    np.testing.assert_array_equal(host(state), [DROPOUT_KEY, 3])
 
 
 def check_sgd_step(dev, host, momentum, nesterov, weight_decay, dtype):
@@ -208,3 +292,106 @@ def check_sgd_errors(dev, host):
         cuda.sgd_step([p.T], [dev(np.ones((4, 4)))], None, 0.1, 0.0, [0.0], False)
     with pytest.raises(TypeError, match="grad must be float64"):
         cuda.sgd_step([p], [dev(np.ones((4, 4), np.float32))], None, 0.1, 0.0, [0.0], False)
+
+
+def check_conv2d(dev, host, geometry, dtype, OC=5):
+    """Forward, both gradients and adding the weight gradient into an existing buffer, against
+    the float64 reference, through the GEMM-layout patches and cuBLAS."""
+    N, C, H, W, KH, KW, SH, SW, PH, PW = geometry
+    r = rng()
+    x = r.standard_normal((N, C, H, W)).astype(dtype)
+    Wt = r.standard_normal((OC, C, KH, KW)).astype(dtype)
+    tol = dict(rtol=1e-4, atol=1e-5) if dtype == np.float32 else dict(rtol=1e-11, atol=1e-12)
+    y, saved = cuda.conv2d_forward(dev(x), dev(Wt), SH, SW, PH, PW)
+    np.testing.assert_allclose(host(y), ref.conv2d_forward(x, Wt, SH, SW, PH, PW), **tol)
+    assert host(y).dtype == dtype and y.flags.c_contiguous
+    gy = r.standard_normal(y.shape).astype(dtype)
+    gx_ref, gW_ref = ref.conv2d_backward(gy, x, Wt, SH, SW, PH, PW)
+    gx, gW = cuda.conv2d_backward(dev(gy), dev(Wt), saved, SH, SW, PH, PW)
+    np.testing.assert_allclose(host(gx), gx_ref, err_msg="gx", **tol)
+    np.testing.assert_allclose(host(gW), gW_ref, err_msg="gW", **tol)
+    earlier = r.standard_normal(Wt.shape).astype(dtype)
+    into = dev(earlier.copy())
+    none, added = cuda.conv2d_backward(dev(gy), dev(Wt), saved, SH, SW, PH, PW, need_gx=False,
+                                       gW_into=into)
+    assert none is None and added is into, "the weight gradient was not added in place"
+    np.testing.assert_allclose(host(added), earlier + gW_ref, **tol)
+    _, frozen = cuda.conv2d_forward(dev(x), dev(Wt), SH, SW, PH, PW, need_gW=False)
+    gx_only, no_gW = cuda.conv2d_backward(dev(gy), dev(Wt), frozen, SH, SW, PH, PW,
+                                          need_gW=False)
+    assert no_gW is None and frozen.for_gW is None
+    np.testing.assert_allclose(host(gx_only), gx_ref, **tol)
+
+
+def check_matmul(dev, host, dtype):
+    """Plain and transposed operands (read in place), a strided one (copied), an empty inner
+    dimension, and the errors."""
+    r = rng()
+    a, b = r.standard_normal((5, 7)).astype(dtype), r.standard_normal((7, 3)).astype(dtype)
+    tol = TOL[dtype]
+    for left, right in ((a, b), (a, b.T.copy().T), (a.T.copy().T, b), (a.T.copy().T, b.T.copy().T)):
+        got = host(cuda.matmul(dev(left), dev(right)))
+        np.testing.assert_allclose(got, a @ b, **tol)
+        assert got.dtype == dtype and got.shape == (5, 3)
+    got = host(cuda.matmul(dev(a)[:, ::2], dev(b)[::2]))
+    np.testing.assert_allclose(got, a[:, ::2] @ b[::2], **tol)
+    np.testing.assert_array_equal(host(cuda.matmul(dev(np.ones((2, 0), dtype)),
+                                                   dev(np.ones((0, 4), dtype)))),
+                                  np.zeros((2, 4)))
+    with pytest.raises(ValueError, match="matmul expects"):
+        cuda.matmul(dev(a), dev(a))
+    with pytest.raises(TypeError, match="float32 or two float64"):
+        cuda.matmul(dev(a), dev(b.astype(np.float16)))
+
+
+def check_add_relu(dev, host, dtype):
+    r = rng()
+    a, b = (r.standard_normal((4, 3, 5, 5)).astype(dtype) for _ in range(2))
+    a[0, 0, 0, :2] = [np.nan, -np.inf]
+    np.testing.assert_array_equal(host(cuda.add_relu_forward(dev(a), dev(b))),
+                                  ref.relu_forward(a + b))
+    with pytest.raises(ValueError, match="one shape and dtype"):
+        cuda.add_relu_forward(dev(a), dev(b[:, :2]))
+
+
+def check_sgd_is_numpy_bit_for_bit(dev, host, dtype, lr_on_device):
+    """Five steps over parameters of several shapes, Nesterov momentum and weight decay for some:
+    the same bits as the NumPy reference (each product and sum rounded on its own)."""
+    r = rng()
+    shapes = [(16, 3, 3, 3), (16,), (7, 5), (1,), (64, 64, 3, 3)]
+    p_ref = [r.standard_normal(s).astype(dtype) for s in shapes]
+    v_ref = [np.zeros_like(p) for p in p_ref]
+    p, v = [dev(a.copy()) for a in p_ref], [dev(np.zeros_like(a)) for a in p_ref]
+    decays = [5e-4, 0.0, 5e-4, 0.0, 1e-4]
+    for step, lr in enumerate((0.1, 0.1, 0.05, 0.3, 0.01)):
+        g = [r.standard_normal(s).astype(dtype) for s in shapes]
+        rate = dev(np.array([lr], dtype)) if lr_on_device else lr
+        cuda.sgd_step(p, [dev(a) for a in g], v, rate, 0.9, decays, step % 2 == 0)
+        ref.sgd_step(p_ref, g, v_ref, lr, 0.9, decays, step % 2 == 0)
+    for i in range(len(shapes)):
+        np.testing.assert_array_equal(host(p[i]), p_ref[i], err_msg=f"param {i}")
+        np.testing.assert_array_equal(host(v[i]), v_ref[i], err_msg=f"velocity {i}")
+
+
+def check_sgd_over_many_parameters(dev, host):
+    """More parameters than one launch carries, and two dtypes: every one is updated."""
+    from minires.kernels.cuda.sgd import MAX_TENSORS
+    r = rng()
+    dtypes = [np.float32] * (MAX_TENSORS + 7) + [np.float64] * 3
+    p_ref = [r.standard_normal(1 + i % 5).astype(d) for i, d in enumerate(dtypes)]
+    g = [r.standard_normal(a.shape).astype(a.dtype) for a in p_ref]
+    p = [dev(a.copy()) for a in p_ref]
+    cuda.sgd_step(p, [dev(a) for a in g], None, 0.5, 0.0, [0.0] * len(p), False)
+    ref.sgd_step(p_ref, g, None, 0.5, 0.0, [0.0] * len(p), False)
+    for got, want in zip(p, p_ref):
+        np.testing.assert_array_equal(host(got), want)
+
+
+def check_batch_norm_with_a_large_mean(dev, host):
+    """A mean 10^5 times the spread: the shifted sums keep the variance to double precision."""
+    x = 1000.0 + 0.01 * rng().standard_normal((16, 3, 6, 6))
+    y, saved = cuda.batch_norm_forward(dev(x), dev(np.ones(3)), dev(np.zeros(3)), None, None,
+                                       True)
+    y_ref, saved_ref = ref.batch_norm_forward(x, np.ones(3), np.zeros(3), None, None, True)
+    np.testing.assert_allclose(host(saved.inv_std), saved_ref.inv_std, rtol=1e-9)
+    np.testing.assert_allclose(host(y), y_ref, rtol=1e-8, atol=1e-8)

@@ -136,11 +136,13 @@ def test_deeper_model_mismatch_names_missing_keys(tmp_path):
         restore_model(models.create(**{**SPEC, "depth": 14}), load_checkpoint(path))
 
 
-@pytest.mark.parametrize("content", [b"", b"not an hdf5 file at all" * 10])
-def test_not_hdf5_is_a_data_error(tmp_path, content):
+@pytest.mark.parametrize("content, message", [(b"", "is an empty file"),
+                                              (b"not an hdf5 file at all" * 10,
+                                               "not a readable HDF5")])
+def test_not_hdf5_is_a_data_error(tmp_path, content, message):
     path = tmp_path / "bad.h5"
     path.write_bytes(content)
-    with pytest.raises(DataError, match="not a readable HDF5"):
+    with pytest.raises(DataError, match=message):
         load_checkpoint(path)
 
 

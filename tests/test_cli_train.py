@@ -103,7 +103,8 @@ def test_keyboard_interrupt_exits_130_with_a_resume_hint(tmp_path, monkeypatch):
     result = CliRunner().invoke(cli, ["train", *TINY, "--epochs", "1", "-o",
                                       str(tmp_path / "run")])
     assert result.exit_code == 130
-    assert "Interrupted at epoch 1, batch 1" in result.output and "--resume" in result.output
+    assert "Interrupted by SIGINT (Ctrl-C) at epoch 1, batch 1." in result.output
+    assert "--resume" in result.output
     assert (tmp_path / "run" / "last.h5").is_file()
 
 

@@ -22,7 +22,8 @@ from minires import models, optim
 from minires.autograd import Tensor
 from minires.gradcheck import numerical_grad, standard_cases
 from minires.kernels import cuda
-from minires.kernels.cuda import launch, loader
+from minires.kernels.cuda import blas, launch, loader
+from minires.kernels.cuda import sgd as cuda_sgd
 
 pytestmark = pytest.mark.skipif(not emu.compiler_available(),
                                 reason="needs g++ (C++20) to emulate the CUDA kernels")
@@ -31,14 +32,17 @@ pytestmark = pytest.mark.skipif(not emu.compiler_available(),
 @pytest.fixture(scope="module")
 def library(tmp_path_factory):
     sources = {name: loader.source(name) for name in loader.source_names()}
-    return emu.EmulatedLibrary(sources, tmp_path_factory.mktemp("emulated_cuda"))
+    return emu.EmulatedLibrary(sources, tmp_path_factory.getbasetemp() / "emulated_cuda")
 
 
 @pytest.fixture
 def gpu(library, monkeypatch):
-    """Route ``import cupy`` in the wrappers to the emulator; check guard zones afterwards."""
+    """Route ``import cupy`` in the wrappers to the emulator, and cuBLAS to its NumPy
+    stand-in; check guard zones afterwards."""
     allocator = emu.GuardedAllocator()
     monkeypatch.setitem(sys.modules, "cupy", emu.fake_cupy(library, allocator))
+    library.cublas = emu.EmulatedCublas()
+    monkeypatch.setattr(blas, "library", lambda: library.cublas)
     loader.clear_caches()
     library.launches.clear()
     yield library
@@ -46,24 +50,64 @@ def gpu(library, monkeypatch):
     allocator.check()
 
 
-def same(a):
-    """``dev`` and ``host`` for the emulator: arrays already live where the kernels run."""
-    return a
+def dev(a):
+    """NumPy -> "device": an :class:`cuda_emulator.EmulatedDeviceArray` copy."""
+    return emu.to_emulated_device(a)
+
+
+def host(a):
+    """"device" -> NumPy."""
+    return np.asarray(a)
 
 
 @pytest.mark.parametrize("geometry", GEOMETRIES)
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_im2col_and_col2im(gpu, geometry, dtype):
-    checks.check_im2col_col2im(same, same, geometry, dtype)
+    checks.check_im2col_col2im(dev, host, geometry, dtype)
+
+
+@pytest.mark.parametrize("geometry", GEOMETRIES)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_conv2d(gpu, geometry, dtype):
+    checks.check_conv2d(dev, host, geometry, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_matmul(gpu, dtype):
+    checks.check_matmul(dev, host, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_add_relu(gpu, dtype):
+    checks.check_add_relu(dev, host, dtype)
+
+
+@pytest.mark.parametrize("lr_on_device", [False, True])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_sgd_is_numpy_bit_for_bit(gpu, dtype, lr_on_device):
+    """The emulator compiles without contraction (-ffp-contract=off), as NVRTC with
+    --fmad=false: the kernel's arithmetic is NumPy's, operation by operation."""
+    checks.check_sgd_is_numpy_bit_for_bit(dev, host, dtype, lr_on_device)
+
+
+def test_sgd_over_many_parameters(gpu):
+    checks.check_sgd_over_many_parameters(dev, host)
+    # 103 float32 parameters in two launches, 3 float64 ones in a third.
+    assert sorted(name for name, _, _ in gpu.launches) == [
+        "sgd_update<double>", "sgd_update<float>", "sgd_update<float>"]
+
+
+def test_batch_norm_with_a_large_mean(gpu):
+    checks.check_batch_norm_with_a_large_mean(dev, host)
 
 
 def test_non_contiguous_input(gpu):
-    checks.check_non_contiguous_input(same, same)
+    checks.check_non_contiguous_input(dev, host)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_relu(gpu, dtype):
-    checks.check_relu(same, same, dtype)
+    checks.check_relu(dev, host, dtype)
 
 
 @pytest.mark.parametrize("shape", BN_SHAPES)
@@ -71,54 +115,54 @@ def test_relu(gpu, dtype):
 @pytest.mark.parametrize("relu", [False, True])
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_batch_norm(gpu, shape, training, relu, dtype):
-    checks.check_batch_norm(same, same, shape, training, relu, dtype)
+    checks.check_batch_norm(dev, host, shape, training, relu, dtype)
 
 
 def test_batch_norm_without_running_statistics(gpu):
-    checks.check_batch_norm_without_running_statistics(same, same)
+    checks.check_batch_norm_without_running_statistics(dev, host)
 
 
 def test_batch_norm_running_arrays_of_another_dtype(gpu):
-    checks.check_batch_norm_running_arrays_of_another_dtype(same, same)
+    checks.check_batch_norm_running_arrays_of_another_dtype(dev, host)
 
 
 def test_batch_norm_errors(gpu):
-    checks.check_batch_norm_errors(same, same)
+    checks.check_batch_norm_errors(dev, host)
 
 
 @pytest.mark.parametrize("N,K", SOFTMAX_SHAPES)
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_softmax_cross_entropy(gpu, N, K, dtype):
-    checks.check_softmax_cross_entropy(same, same, N, K, dtype)
+    checks.check_softmax_cross_entropy(dev, host, N, K, dtype)
 
 
 def test_softmax_cross_entropy_bad_labels(gpu):
-    checks.check_softmax_cross_entropy_bad_labels(same, same)
+    checks.check_softmax_cross_entropy_bad_labels(dev, host)
 
 
 def test_softmax_cross_entropy_errors(gpu):
-    checks.check_softmax_cross_entropy_errors(same, same)
+    checks.check_softmax_cross_entropy_errors(dev, host)
 
 
 @pytest.mark.parametrize("momentum,nesterov,weight_decay", SGD_SETTINGS)
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_sgd_step(gpu, momentum, nesterov, weight_decay, dtype):
-    checks.check_sgd_step(same, same, momentum, nesterov, weight_decay, dtype)
+    checks.check_sgd_step(dev, host, momentum, nesterov, weight_decay, dtype)
 
 
 def test_sgd_first_step_sets_the_velocity_to_the_update(gpu):
-    checks.check_sgd_first_step_sets_the_velocity_to_the_update(same, same)
+    checks.check_sgd_first_step_sets_the_velocity_to_the_update(dev, host)
 
 
 def test_sgd_errors(gpu):
-    checks.check_sgd_errors(same, same)
+    checks.check_sgd_errors(dev, host)
 
 
 # -- what only the emulator can observe: launch shapes and stray writes ---------------------------
 
 def test_grid_stride_loops_cover_everything_with_a_capped_grid(gpu, monkeypatch):
     monkeypatch.setattr(launch, "MAX_BLOCKS", 2)
-    x = np.random.default_rng(0).standard_normal((2, 3, 9, 9))
+    x = dev(np.random.default_rng(0).standard_normal((2, 3, 9, 9)))
     col = cuda.im2col(x, 3, 3, 1, 1, 1, 1)  # 4374 elements on 2 blocks of 256 threads
     np.testing.assert_array_equal(col, ref.im2col(x, 3, 3, 1, 1, 1, 1))
     np.testing.assert_array_equal(cuda.col2im(col, 9, 9, 1, 1, 1, 1),
@@ -131,24 +175,41 @@ def test_grid_stride_loops_cover_everything_with_a_capped_grid(gpu, monkeypatch)
     assert {grid for _, grid, _ in gpu.launches} == {2}
 
 
-def test_batch_norm_launches_one_block_per_channel(gpu):
-    x = np.random.default_rng(0).standard_normal((8, 3, 10, 10))
-    cuda.batch_norm_forward(x, np.ones(3), np.zeros(3), np.zeros(3), np.ones(3), True)
-    assert gpu.launches == [("bn_forward_train<double>", 3, launch.reduction_threads(800))]
+def test_batch_norm_spreads_each_channel_over_several_blocks(gpu):
+    """Two kernels each way, B blocks per channel; the result is the reference's."""
+    x = dev(np.random.default_rng(0).standard_normal((64, 4, 16, 16)) + 3)
+    B = launch.channel_blocks(4, 64 * 256)
+    assert B == 16
+    gamma, beta = dev(np.ones(4)), dev(np.zeros(4))
+    y, saved = cuda.batch_norm_forward(x, gamma, beta, None, None, True)
+    assert gpu.launches == [("bn_partial_sums<double>", 4 * B, 128),
+                            ("bn_normalize<double>", 4 * B, 128)]
+    y_ref, _ = ref.batch_norm_forward(host(x), np.ones(4), np.zeros(4), None, None, True)
+    np.testing.assert_allclose(host(y), y_ref, rtol=1e-12, atol=1e-12)
+    gpu.launches.clear()
+    cuda.batch_norm_backward(dev(np.ones(x.shape)), saved)
+    assert [name for name, _, _ in gpu.launches] == ["bn_backward_partial_sums<double>",
+                                                     "bn_backward_apply<double>"]
 
 
 def test_scalars_of_the_wrong_width_are_refused(gpu):
     """The emulator is stricter than CuPy: a Python float for a ``float`` parameter would be
     passed as a double and misread on a GPU."""
     x = np.zeros(4, np.float32)
+    tensors = np.zeros(1, dtype=cuda_sgd.tensor_list_dtype(np.float32))
     with pytest.raises(TypeError, match="lr must be passed as float32"):
         loader.kernel("sgd_update", np.float32)((1,), (32,), (
-            x, x, x, np.int32(4), 0.1, np.float32(0), np.float32(0), np.int32(0)))
+            tensors, x, 0.1, np.float32(0), np.int32(0), np.int32(0)))
+    with pytest.raises(TypeError, match="tensors must be a one-element structured NumPy array"):
+        loader.kernel("sgd_update", np.float32)((1,), (32,), (
+            np.zeros(1, dtype=cuda_sgd.tensor_list_dtype(np.float64)), x, np.float32(0.1),
+            np.float32(0), np.int32(0), np.int32(0)))
 
 
 def test_kernels_that_synchronise_get_one_thread_per_cuda_thread(library):
     """Running a kernel with barriers or shuffles serially would be wrong: check the split."""
-    assert library.cooperative == {f"{k}<{t}>" for k in ("bn_forward_train", "bn_backward",
+    assert library.cooperative == {f"{k}<{t}>" for k in ("bn_partial_sums",
+                                                          "bn_backward_partial_sums",
                                                           "softmax_ce_forward")
                                    for t in ("float", "double")}
 
@@ -184,10 +245,10 @@ CASE_NAMES = [case.name for case in standard_cases(np)]
 def test_every_function_through_the_cuda_branches(device, name):
     """Each standard case, its inputs "on the GPU": the same forward values and gradients as
     on the CPU, and a gradient that passes the numerical check."""
-    case = {c.name: c for c in standard_cases(np)}[name]
+    cases = [{c.name: c for c in standard_cases(xp)}[name] for xp in (np, sys.modules["cupy"])]
     gy_cpu = None
     results = []
-    for move in (np.array, emu.to_emulated_device):
+    for case, move in zip(cases, (np.array, emu.to_emulated_device)):
         tensors = [Tensor(move(a), requires_grad=True) for a in case.inputs]
         y = case.f(*tensors)
         if gy_cpu is None:
@@ -272,3 +333,36 @@ def test_fused_batch_norm_relu_through_the_cuda_branch(device, monkeypatch, trai
                                emu.to_emulated_device(gy))
     for analytic, n in zip(results[1][3:], numerical):
         np.testing.assert_allclose(np.asarray(analytic), np.asarray(n), rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("share", ["none", "block"])
+def test_launches_of_a_resnet20_training_step(device, share):
+    """What one ResNet-20 step launches through minires' own launch points (the counts do not
+    depend on the batch or image size, so a tiny batch stands for batch 128): per convolution
+    an im2col and a GEMM forward; backward an im2col, a transpose, a GEMM for gW and (except the
+    first convolution) a GEMM and a col2im for gx; two kernels each way per BatchNorm; one fused
+    add+ReLU per block; ONE SGD launch. A shared weight costs nothing extra: its second
+    gradient is added by the GEMM itself."""
+    model = models.create(depth=20, share=share, seed=0, dtype=np.float32).to("cuda")
+    opt = optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
+    rng = np.random.default_rng(0)
+    x = emu.to_emulated_device(rng.standard_normal((2, 3, 8, 8)).astype(np.float32))
+    y = emu.to_emulated_device(rng.integers(0, 10, 2))
+    device.launches.clear()
+    device.cublas.calls.clear()
+    opt.zero_grad()
+    F.softmax_cross_entropy(model(Tensor(x)), y).backward()
+    opt.step()
+    kernels = {}
+    for name, _, _ in device.launches:
+        kernels[name.split("<")[0]] = kernels.get(name.split("<")[0], 0) + 1
+    assert kernels == {"im2col": 2 * 19, "channel_major": 19, "col2im": 18,
+                       "bn_partial_sums": 19, "bn_normalize": 19,
+                       "bn_backward_partial_sums": 19, "bn_backward_apply": 19,
+                       "add_relu_forward": 9, "relu_backward": 9,
+                       "softmax_ce_forward": 1, "softmax_ce_backward": 1, "sgd_update": 1}
+    assert sum(kernels.values()) == 172
+    # 19 forward, 19 gW and 18 gx convolution GEMMs; the linear layer's three.
+    assert len(device.cublas.calls) == 19 + 19 + 18 + 3
+    accumulated = [c for c in device.cublas.calls if c["beta"] == 1.0]
+    assert len(accumulated) == (7 if share == "block" else 0)

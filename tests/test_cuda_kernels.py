@@ -48,6 +48,38 @@ def test_im2col_and_col2im(dev, host, geometry, dtype):
     checks.check_im2col_col2im(dev, host, geometry, dtype)
 
 
+@pytest.mark.parametrize("geometry", GEOMETRIES)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_conv2d(dev, host, geometry, dtype):
+    checks.check_conv2d(dev, host, geometry, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_matmul(dev, host, dtype):
+    checks.check_matmul(dev, host, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_add_relu(dev, host, dtype):
+    checks.check_add_relu(dev, host, dtype)
+
+
+@pytest.mark.parametrize("lr_on_device", [False, True])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_sgd_is_numpy_bit_for_bit(dev, host, dtype, lr_on_device):
+    """NVRTC with --fmad=false rounds each product and sum as NumPy does (the data has no
+    float32 subnormals, which CuPy's -ftz=true would flush)."""
+    checks.check_sgd_is_numpy_bit_for_bit(dev, host, dtype, lr_on_device)
+
+
+def test_sgd_over_many_parameters(dev, host):
+    checks.check_sgd_over_many_parameters(dev, host)
+
+
+def test_batch_norm_with_a_large_mean(dev, host):
+    checks.check_batch_norm_with_a_large_mean(dev, host)
+
+
 def test_non_contiguous_input(dev, host):
     checks.check_non_contiguous_input(dev, host)
 
@@ -89,6 +121,24 @@ def test_softmax_cross_entropy_bad_labels(dev, host):
 
 def test_softmax_cross_entropy_errors(dev, host):
     checks.check_softmax_cross_entropy_errors(dev, host)
+
+
+def test_softmax_cross_entropy_with_logits_of_100_to_1000(dev, host):
+    checks.check_softmax_cross_entropy_large_logits(dev, host)
+
+
+def test_softmax_cross_entropy_mean_is_deterministic(dev, host):
+    checks.check_softmax_cross_entropy_mean_is_deterministic(dev, host)
+
+
+@pytest.mark.parametrize("p", [0.1, 0.5, 0.9])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_dropout_masks_are_the_cpus_bit_for_bit(dev, host, p, dtype):
+    checks.check_dropout(dev, host, p, dtype)
+
+
+def test_dropout_calls_draw_new_masks(dev, host):
+    checks.check_dropout_calls_draw_new_masks(dev, host)
 
 
 @pytest.mark.parametrize("momentum,nesterov,weight_decay", SGD_SETTINGS)

@@ -116,3 +116,52 @@ def test_train_on_cuda_end_to_end(tmp_path):
     # Four float32 steps on each device: the losses agree closely, not bit for bit.
     np.testing.assert_allclose(g["train_loss"], c["train_loss"], rtol=1e-2)
     np.testing.assert_allclose(g["test_loss"], c["test_loss"], rtol=1e-2)
+
+
+def _graph_and_eager_losses(cp, dtype, depth, steps=5):
+    """Losses of ``steps`` SGD steps from the same seed, eager and replayed from a CUDA graph,
+    each step with its own batch and learning rate; and the final parameters."""
+    from minires.cuda_graph import GraphedTrainStep
+    from minires.train import train_step
+    rng = np.random.default_rng(0)
+    images = rng.standard_normal((steps, 32, 3, 32, 32)).astype(dtype)
+    labels = rng.integers(0, 10, (steps, 32))
+    runs = []
+    for graphed in (False, True):
+        model = models.create(depth=depth, share="block", seed=1, dtype=dtype).to("cuda")
+        opt = optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4,
+                        nesterov=True)
+        step = GraphedTrainStep(train_step) if graphed else train_step
+        losses = []
+        for i in range(steps):
+            opt.lr = 0.1 / (1 + i)
+            loss, _ = step(model, opt, cp.asarray(images[i]), cp.asarray(labels[i]))
+            losses.append(float(loss))
+        runs.append((losses, _state(model, cp), step))
+    return runs
+
+
+@pytest.mark.parametrize("dtype,depth,rtol", [(np.float32, 20, 1e-5), (np.float64, 8, 1e-12)])
+def test_cuda_graph_replays_give_the_eager_losses(cp, dtype, depth, rtol):
+    """The same kernels with the same arguments: the replays' losses and final weights are the
+    eager steps' (equal up to cuBLAS choosing another algorithm inside the capture)."""
+    (eager, eager_state, _), (graphed, graphed_state, step) = _graph_and_eager_losses(
+        cp, dtype, depth)
+    assert step.graph is not None
+    np.testing.assert_allclose(graphed, eager, rtol=rtol)
+    assert len(set(eager)) == len(eager)
+    for key in eager_state:
+        scale = max(float(np.abs(eager_state[key]).max()), 1e-3)
+        np.testing.assert_allclose(graphed_state[key], eager_state[key], rtol=rtol * 10,
+                                   atol=rtol * 10 * scale, err_msg=key)
+
+
+def test_train_with_cuda_graph_end_to_end(tmp_path):
+    from minires.train import TrainConfig, train
+    common = dict(depth=8, share="block", epochs=1, subset=200, batch_size=64, seed=0,
+                  device="cuda", warmup_epochs=0.5)
+    graphed = train(TrainConfig(cuda_graph=True, run_dir=str(tmp_path / "graph"), **common))
+    eager = train(TrainConfig(run_dir=str(tmp_path / "eager"), **common))
+    g, e = graphed.metrics[0], eager.metrics[0]
+    np.testing.assert_allclose(g["train_loss"], e["train_loss"], rtol=1e-5)
+    np.testing.assert_allclose(g["test_loss"], e["test_loss"], rtol=1e-5)

@@ -235,7 +235,8 @@ def test_a_live_lock_refuses_and_a_stale_one_is_replaced(swept, tmp_path):
                                           "--epochs", "2"])
         assert result.exit_code == 1, result.output
         assert error_lines(result.output) == [
-            f"Error: another minires sweep (pid {holder.pid}) is running in {sweep_dir}"]
+            f"Error: another minires sweep (pid {holder.pid}) is running in {sweep_dir}; wait "
+            f"for it to end, or choose another folder"]
     finally:
         holder.kill()
         holder.wait()
@@ -267,7 +268,8 @@ def test_ctrl_c_lets_runs_save_and_the_sweep_resumes_them(tmp_path):
     assert "the same command resumes them" in stderr
     done = [row["epoch"] for row in rows(sweep_dir / NONE0)]
     assert 1 <= len(done) < 200 and done == list(range(1, len(done) + 1))
-    assert "Interrupted at epoch" in (sweep_dir / NONE0 / "train.log").read_text()
+    log = (sweep_dir / NONE0 / "train.log").read_text()
+    assert "Interrupted by SIGINT (Ctrl-C) at epoch" in log
     assert (sweep_dir / NONE0 / "last.h5").is_file()
     assert not (sweep_dir / BLOCK0).exists() and not (sweep_dir / "sweep.lock").exists()
     leftovers = [name for _, _, files in os.walk(sweep_dir) for name in files

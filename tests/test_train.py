@@ -124,8 +124,12 @@ def test_existing_run_is_not_overwritten_and_resume_checks_settings(tmp_path, un
         train(tiny(run_dir))
     with pytest.raises(ValueError, match="lr=0.2"):
         train(tiny(run_dir, lr=0.2, resume=True))
+    with pytest.raises(DataError, match="empty does not exist"):
+        train(tiny(tmp_path / "empty", resume=True))
+    (tmp_path / "empty").mkdir()
     with pytest.raises(DataError, match="no last.h5"):
         train(tiny(tmp_path / "empty", resume=True))
+    assert list((tmp_path / "empty").iterdir()) == []  # its lock is gone with it
 
 
 def test_resume_fills_unset_fields_from_the_run():

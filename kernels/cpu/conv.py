@@ -270,9 +270,13 @@ def _forward(x, W, SH, SW, PH, PW):
 
 
 def conv2d_backward(gy, W, saved: ConvSaved, SH: int, SW: int, PH: int, PW: int,
-                    need_gx: bool = True, need_gW: bool = True):
+                    need_gx: bool = True, need_gW: bool = True, gW_into=None):
     """Gradients ``(gx, gW)`` of :func:`conv2d_forward` for upstream ``gy (N, OC, OH, OW)``;
-    an entry is None when not asked for (``need_gW`` needs a forward run with ``need_gW``)."""
+    an entry is None when not asked for (``need_gW`` needs a forward run with ``need_gW``).
+
+    ``gW_into``: an existing gradient of W's shape and dtype to add the weight gradient into
+    (and return as ``gW``), instead of a new array.
+    """
     gy = np.ascontiguousarray(gy)
     N, C, H, Wd = saved.x_shape
     OC, _, KH, KW = W.shape
@@ -287,6 +291,11 @@ def conv2d_backward(gy, W, saved: ConvSaved, SH: int, SW: int, PH: int, PW: int,
     if need_gW:
         x = np.ascontiguousarray(saved.for_gW, dtype=gy.dtype)
         gW = _conv2d_backward_weight(x, gy, KH, KW, SH, SW, PH, PW).astype(W.dtype, copy=False)
+        if gW_into is not None:
+            if gW_into.shape != W.shape or gW_into.dtype != W.dtype:
+                raise ValueError(f"gW_into must be a {W.dtype} array of shape {W.shape}")
+            gW_into += gW
+            gW = gW_into
     return gx, gW
 
 

@@ -1,4 +1,5 @@
-// ReLU forward and backward as single elementwise kernels.
+// ReLU forward and backward as single elementwise kernels, and ReLU fused with the addition
+// before it (the join of a residual block).
 //
 // On CuPy, `gy * (y > 0)` is two kernels and a temporary boolean array; the backward kernel here
 // reads gy and y once and writes gx once. (ReLU right after BatchNorm is fused into the
@@ -21,5 +22,15 @@ template <typename T>
 __global__ void relu_backward(const T* gy, const T* y, T* gx, int n) {
     MINIRES_GRID_STRIDE_LOOP(i, n) {
         gx[i] = y[i] > T(0) ? gy[i] : T(0);
+    }
+}
+
+// y = max(a + b, 0): the residual join in one pass (an addition kernel and a ReLU kernel would
+// write and re-read the sum). Its gradient with respect to a and to b is relu_backward's.
+template <typename T>
+__global__ void add_relu_forward(const T* a, const T* b, T* y, int n) {
+    MINIRES_GRID_STRIDE_LOOP(i, n) {
+        const T v = a[i] + b[i];
+        y[i] = v < T(0) ? T(0) : v;
     }
 }

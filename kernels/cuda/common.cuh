@@ -15,6 +15,44 @@
 #define MINIRES_GRID_STRIDE_LOOP(i, n) \
     for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < (n); i += blockDim.x * gridDim.x)
 
+// A position (row, col) of a grid with `cols` columns, walked in steps of `step` flat positions.
+// The step is split once into whole rows and a remainder, so each advance is two additions and
+// one comparison instead of the division and modulo that `i / cols`, `i % cols` would cost per
+// element. Start at flat position `start` (any value >= 0).
+struct GridCursor {
+    int row, col;
+    int drow, dcol, cols;
+    __device__ GridCursor(int start, int step, int cols_) : cols(cols_) {
+        row = start / cols_;
+        col = start - row * cols_;
+        drow = step / cols_;
+        dcol = step - drow * cols_;
+    }
+    __device__ __forceinline__ void advance() {
+        col += dcol;
+        row += drow;
+        if (col >= cols) {
+            col -= cols;
+            ++row;
+        }
+    }
+};
+
+// q = h / s when s divides h >= 0 (returns whether it does), without a division for the
+// strides 1 and 2 that the networks use.
+__device__ __forceinline__ bool divide_exactly(int h, int s, int* q) {
+    if (s == 1) {
+        *q = h;
+        return true;
+    }
+    if (s == 2) {
+        *q = h >> 1;
+        return (h & 1) == 0;
+    }
+    *q = h / s;
+    return *q * s == h;
+}
+
 // A quiet NaN in T, written where an input is invalid (an out-of-range label) so the error shows
 // in the result instead of forcing a host synchronisation to check.
 template <typename T> __device__ __forceinline__ T quiet_nan();

@@ -67,6 +67,14 @@ def elementwise_launch(n: int, threads: int = THREADS, max_blocks: int | None = 
     return (blocks,), (threads,)
 
 
+def planes_launch(planes: int, per_plane: int, threads: int = THREADS) -> tuple:
+    """``(grid, block)`` for kernels that give each block one image plane at a time (looping
+    over planes grid-stride): a block of at most ``threads`` threads, fewer (whole warps) for
+    planes of fewer values, and at most :data:`MAX_BLOCKS` blocks."""
+    block = min(threads, max(32, -(-per_plane // 32) * 32))
+    return (max(1, min(MAX_BLOCKS, planes)),), (block,)
+
+
 def reduction_threads(count: int) -> int:
     """Threads per block for a per-channel reduction over ``count`` values: about eight values
     per thread, a power of two between 32 (one warp) and 1024 (the hardware limit)."""
@@ -76,9 +84,28 @@ def reduction_threads(count: int) -> int:
     return threads
 
 
+#: Blocks the BatchNorm reductions aim for in all (several per SM of a large GPU), and the
+#: fewest values a thread should sum before more blocks per channel are worth their partials.
+CHANNEL_REDUCTION_BLOCKS = 1024
+MIN_VALUES_PER_THREAD = 4
+
+
+def channel_blocks(C: int, count: int) -> int:
+    """Blocks per channel ``B`` for reductions over ``count`` values in each of ``C`` channels:
+    enough for about :data:`CHANNEL_REDUCTION_BLOCKS` blocks in all, but no more than leave
+    each of a block's threads :data:`MIN_VALUES_PER_THREAD` values. A function of the shape
+    alone, so the summation order (and the result) does not depend on the GPU."""
+    wanted = -(-CHANNEL_REDUCTION_BLOCKS // max(1, C))
+    return max(1, min(wanted, count // (THREADS * MIN_VALUES_PER_THREAD)))
+
+
 def per_channel_launch(C: int, count: int) -> tuple:
-    """``(grid, block)`` for the BatchNorm reductions: one block per channel."""
-    return (max(1, C),), (reduction_threads(count),)
+    """``(grid, block, B)`` for the BatchNorm reductions: ``B`` blocks per channel
+    (:func:`channel_blocks`), so ``C * B`` blocks, each of at most :data:`THREADS` threads
+    (a power of two, fewer for short slices)."""
+    B = channel_blocks(C, count)
+    threads = min(THREADS, reduction_threads(-(-count // B)))
+    return (max(1, C) * B,), (threads,), B
 
 
 def rows_launch(N: int, warps_per_block: int = WARPS_PER_BLOCK) -> tuple:

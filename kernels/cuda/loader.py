@@ -20,16 +20,23 @@ from minires.kernels.cuda.launch import ctype
 
 #: Kernels each source defines; each is compiled for float and double.
 KERNELS = {
-    "im2col.cu": ("im2col", "col2im"),
-    "batchnorm.cu": ("bn_forward_train", "bn_forward_eval", "bn_backward"),
-    "activation.cu": ("relu_forward", "relu_backward"),
+    "im2col.cu": ("im2col", "col2im", "channel_major"),
+    "batchnorm.cu": ("bn_partial_sums", "bn_normalize", "bn_forward_eval",
+                     "bn_backward_partial_sums", "bn_backward_apply"),
+    "activation.cu": ("relu_forward", "relu_backward", "add_relu_forward"),
     "softmax_ce.cu": ("softmax_ce_forward", "softmax_ce_backward"),
     "sgd.cu": ("sgd_update",),
+    "dropout.cu": ("dropout_forward", "dropout_backward"),
 }
 
-#: Options for NVRTC (CuPy adds ``-arch`` for the current device). The compile test passes the
-#: same standard to nvcc.
+#: Options for NVRTC (CuPy adds ``-arch`` for the current device, then ``-ftz=true``). The
+#: compile test passes the same standard to nvcc.
 COMPILE_OPTIONS = ("--std=c++14",)
+
+#: Options some sources need on top of :data:`COMPILE_OPTIONS`. The SGD update must round like
+#: NumPy: ``--fmad=false`` keeps NVRTC from contracting ``a * b + c`` into one fused
+#: multiply-add (which rounds once instead of twice).
+SOURCE_OPTIONS = {"sgd.cu": ("--fmad=false",)}
 
 _INCLUDE = re.compile(r'^\s*#include\s+"([^"]+)"\s*$', re.MULTILINE)
 
@@ -72,11 +79,16 @@ def name_expressions(source_name: str) -> tuple:
     return tuple(f"{name}<{t}>" for name in KERNELS[source_name] for t in ("float", "double"))
 
 
+def compile_options(source_name: str) -> tuple:
+    """The options minires hands NVRTC for ``source_name`` (CuPy appends its own)."""
+    return COMPILE_OPTIONS + SOURCE_OPTIONS.get(source_name, ())
+
+
 @functools.cache
 def module(source_name: str):
     """The ``cupy.RawModule`` for a source, built once per process (compilation itself happens
     on first use and is cached on disk by CuPy)."""
-    return cupy().RawModule(code=source(source_name), options=COMPILE_OPTIONS,
+    return cupy().RawModule(code=source(source_name), options=compile_options(source_name),
                             name_expressions=name_expressions(source_name))
 
 

@@ -13,6 +13,12 @@ gradient stored into a leaf is copied only when it shares memory with an upstrea
 with another input's gradient, so the arrays that kernels freshly allocate (every gradient of a
 convolution, a BatchNorm or a linear layer) are kept as they are.
 
+A weight used twice gets its two gradients in one buffer: once the first use's gradient is the
+leaf's own ``.grad`` (created in this pass, so nothing else can hold it), the engine offers that
+array to the next Function that differentiates the leaf (``Function.grad_into``). A convolution
+adds its weight gradient into it directly (one GEMM with ``beta = 1``); a Function that ignores
+the offer returns a new array and the engine sums out of place as always.
+
 The graph is walked without recursion (deep graphs would overflow Python's stack near depth
 1,000): functions are visited in decreasing ``generation``, a topological order, because a
 function's outputs always have a higher generation than its inputs. An optional ``observer``
@@ -100,6 +106,7 @@ def backward(root, gy=None, observer=None) -> None:
 
     # grads maps id(tensor) -> (tensor, gradient so far); holding the tensor keeps its id unique.
     grads = {id(root): (root, gy)}
+    owned = set()  # ids of leaves whose .grad this pass created: no one else can hold it yet
     heap, seen, counter = [], set(), 0
 
     def push(fn):
@@ -122,7 +129,12 @@ def backward(root, gy=None, observer=None) -> None:
             continue
         gys = [g if g is not None else fn.k.xp.zeros(*spec)
                for g, spec in zip(gys, fn.output_specs)]
-        gxs = fn.backward(*gys)
+        fn.grad_into = tuple(x.grad if needed and x.creator is None and id(x) in owned else None
+                             for x, needed in zip(fn.inputs, fn.needs_input_grad))
+        try:
+            gxs = fn.backward(*gys)
+        finally:
+            offered, fn.grad_into = fn.grad_into, ()
         if not isinstance(gxs, tuple):
             gxs = (gxs,)
         if len(gxs) != len(fn.inputs):
@@ -130,11 +142,13 @@ def backward(root, gy=None, observer=None) -> None:
                                f"{len(fn.inputs)} inputs")
         if config.debug:
             check_backward(fn, gxs)
-        for x, gx, needed in zip(fn.inputs, gxs, fn.needs_input_grad):
+        for i, (x, gx, needed) in enumerate(zip(fn.inputs, gxs, fn.needs_input_grad)):
             if not needed or gx is None:
                 continue
             if x.creator is None:
-                accumulate_leaf(x, gx, _private(gx, gys, gxs))
+                if gx is not offered[i]:  # else the Function added into the leaf's own array
+                    accumulate_leaf(x, gx, _private(gx, gys, gxs))
+                owned.add(id(x))
             else:
                 previous = grads.get(id(x))
                 grads[id(x)] = (x, accumulate(previous[1] if previous else None, gx))

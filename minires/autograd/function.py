@@ -12,6 +12,10 @@ A subclass implements
   one array per output; an output nobody used gets zeros. A gradient is either a new array or
   one of ``gys`` (or a view of one), never an array the Function keeps (nor a view of one):
   the engine hands a new array to a leaf as its own ``.grad`` without copying it.
+  One exception, by invitation: ``self.grad_into[i]``, when not None, is a gradient array the
+  engine owns for input ``i`` (a leaf's gradient created earlier in this backward pass, when a
+  shared weight's other use was differentiated); a Function may add its gradient into that
+  array and return it, instead of returning a new array for the engine to add.
 
 Calling a Function instance wraps its inputs as Tensors, runs ``forward``, and, when recording
 is on and some input requires a gradient, links the outputs to this node of the graph.
@@ -30,6 +34,9 @@ class Function:
     #: Set by ``__call__``: the input Tensors, and which of them need a gradient.
     inputs: tuple = ()
     needs_input_grad: tuple = ()
+    #: Set by the engine around ``backward``: per input, an array to add the gradient into, or
+    #: None (see the module docstring).
+    grad_into: tuple = ()
 
     def __call__(self, *inputs):
         tensors = tuple(as_tensor(x) for x in inputs)

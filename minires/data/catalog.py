@@ -81,6 +81,21 @@ def prepared_path(name: str, data_dir=None) -> Path:
     return resolve_data_dir(data_dir) / f"{name}.h5"
 
 
+def names_a_dataset(name) -> bool:
+    """True when ``name`` is :data:`EMBEDDED`, one of :data:`DATASETS`, or could be the path of
+    a prepared file (it exists, or ends in ``.h5`` or ``.hdf5``)."""
+    name = os.fspath(name)
+    if name == EMBEDDED or name in DATASETS:
+        return True
+    if not name.strip():
+        return False
+    path = Path(name).expanduser()
+    return path.suffix in (".h5", ".hdf5") or path.exists()
+
+
+DATASET_CHOICES = f"{EMBEDDED}, one of {', '.join(DATASETS)}, or the path of a prepared .h5 file"
+
+
 def check_name(name: str) -> str:
     """Return ``name`` if it is preparable, else raise a DataError listing the choices."""
     from minires.errors import DataError

@@ -69,10 +69,13 @@ def read_cifar(spec: CifarSpec, path, allow_checksum_mismatch: bool = False, pro
         raise DataError(f"{path} does not exist; expected {expected}")
     if path.is_dir():
         members, checksum = _read_folder(spec, path, expected, allow_checksum_mismatch)
+        folder = path / spec.folder if (path / spec.folder).is_dir() else path
+        prefix = f"{folder}/"
     else:
         members, checksum = _read_archive(spec, path, expected, allow_checksum_mismatch,
                                           progress)
-    content = _convert(spec, members)
+        prefix = f"{path}:{spec.folder}/"  # archive:member, as for ImageNet zips
+    content = _convert(spec, members, prefix)
     content.checksum = checksum
     content.source = path.name
     return content
@@ -195,12 +198,13 @@ def _images(batch, what):
     return data.reshape(-1, 3, IMAGE_SIZE, IMAGE_SIZE)
 
 
-def _convert(spec: CifarSpec, members: dict) -> CifarContent:
+def _convert(spec: CifarSpec, members: dict, prefix: str) -> CifarContent:
+    """Check and convert the members; ``prefix + member`` names one in messages."""
     splits = {}
     for split, names in (("train", spec.train), ("test", spec.test)):
         parts = {"images": [], "labels": [], "coarse_labels": []}
         for member in names:
-            what = f"{spec.folder}/{member}"
+            what = prefix + member
             batch = load_batch_pickle(members[member], what)
             images = _images(batch, what)
             parts["images"].append(images)
@@ -210,7 +214,7 @@ def _convert(spec: CifarSpec, members: dict) -> CifarContent:
                 parts["coarse_labels"].append(_labels(batch, "coarse_labels", len(images),
                                                       CIFAR100_COARSE_CLASSES, what))
         splits[split] = {k: np.concatenate(v) for k, v in parts.items() if v}
-    what = f"{spec.folder}/{spec.meta}"
+    what = prefix + spec.meta
     meta = load_batch_pickle(members[spec.meta], what)
     names = {"label_names": _names(meta, spec.names_key, spec.num_classes, what)}
     if spec.name == "cifar100":

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from minires.data.catalog import (DATASETS, DEFAULT_AUGMENT, EMBEDDED, prepared_path,
-                                  resolve_data_dir)
+from minires.data.catalog import (DATASET_CHOICES, DATASETS, DEFAULT_AUGMENT, EMBEDDED,
+                                  names_a_dataset, prepared_path, resolve_data_dir)
 from minires.errors import DataError
 
 
@@ -94,9 +94,8 @@ def load_dataset(name, data_dir=None, subset: int | None = None, seed: int = 0) 
                             f"{resolve_data_dir(data_dir)})")
     else:
         path = Path(name_str).expanduser()
-        if not (path.suffix in (".h5", ".hdf5") or path.exists()):
-            raise DataError(f"unknown dataset {name_str!r}; expected {EMBEDDED}, one of "
-                            f"{', '.join(DATASETS)}, or the path of a prepared .h5 file")
+        if not names_a_dataset(name_str):
+            raise DataError(f"unknown dataset {name_str!r}; expected {DATASET_CHOICES}")
     content = read_store(path, subset=subset)
     dataset = content["dataset"]
     augment = content["attrs"].get("default_augment", DEFAULT_AUGMENT.get(dataset, "flip"))

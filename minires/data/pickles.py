@@ -45,12 +45,15 @@ def _lookup(module: str, name: str):
     return None
 
 
+class _Refused(Exception):
+    """The pickle names something a dataset batch never holds."""
+
+
 class _BatchUnpickler(pickle.Unpickler):
     def find_class(self, module, name):
         obj = _lookup(module, name)
         if obj is None:
-            raise DataError(f"refusing to unpickle {module}.{name}: a dataset batch holds only "
-                            "NumPy arrays, lists, numbers and strings")
+            raise _Refused(f"{module}.{name}")
         return obj
 
 
@@ -85,8 +88,10 @@ def load_batch_pickle(payload: bytes, what: str) -> dict:
         # encoding="bytes": Python 2 str (keys, raw array buffers) come back as bytes, which
         # NumPy needs for the array buffers; keys are decoded below.
         obj = _BatchUnpickler(io.BytesIO(payload), encoding="bytes").load()
-    except DataError:
-        raise
+    except _Refused as refused:
+        raise DataError(f"refusing to unpickle {what}: it would call {refused}, and a dataset "
+                        "batch holds only NumPy arrays, lists, numbers and strings (nothing of "
+                        "it was run; the file is not the official one)") from None
     except Exception as exc:  # UnpicklingError, EOFError, ValueError, ... from damaged data
         raise DataError(f"{what} is a truncated or corrupt pickle ({type(exc).__name__}: {exc})"
                         ) from exc

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from minires.atomicfile import check_writable_folder
 from minires.data import cifar, imagenet
 from minires.data.catalog import (CIFAR, DEFAULT_AUGMENT, IMAGENET_CLASSES, IMAGENET_SIZES,
                                   check_name, prepared_path, resolve_data_dir)
 from minires.data.checksums import file_digest
 from minires.data.download import download
-from minires.data.store import StoreWriter
+from minires.data.store_writer import StoreWriter
 from minires.errors import ChecksumError, DataError
 
 
@@ -33,12 +34,14 @@ def prepare(name: str, source=None, data_dir=None, allow_checksum_mismatch: bool
         wnids: ImageNet only; a file with the class ids in the devkit order.
         progress: optional ``progress(label, done, total)``.
     Raises:
-        DataError / ChecksumError with a message saying what was expected.
+        DataError / ChecksumError with a message saying what was expected; OSError naming the
+        file or folder that cannot be written (a read-only or full disk).
     """
     check_name(name)
     data_dir = resolve_data_dir(data_dir)
     if data_dir.exists() and not data_dir.is_dir():
         raise DataError(f"data directory {data_dir} is a file; expected a folder")
+    check_writable_folder(data_dir)  # before the archive is read and hashed, which takes a while
     if name in CIFAR:
         if wnids is not None:
             raise DataError("--wnids applies to downsampled ImageNet only")

@@ -1,4 +1,4 @@
-"""The prepared-dataset HDF5 file: atomic writing, checked reading, and a summary.
+"""The prepared-dataset HDF5 file: its layout, the one check of a file, reading, a summary.
 
 Layout (format version 1; see docs/data.md):
 
@@ -12,141 +12,45 @@ Layout (format version 1; see docs/data.md):
         0..1 scale, training split), source, checksum_algorithm, source_md5 or source_sha256,
         expected_md5 (CIFAR), checksum_verified, test_split, created_by
 
-Files are written through :class:`minires.atomicfile.AtomicFile` (a temporary name in the same
-folder, renamed over ``NAME.h5`` only once complete), so an existing good file survives any
-failure.
+Images and labels carry HDF5's Fletcher-32 checksum (files prepared by minires 0.1 do not):
+a flipped bit is detected when the data is read. Files are written by
+:class:`minires.data.store_writer.StoreWriter`.
+
+:func:`check_store` is the one validation of a file, used by ``minires info`` (through
+:func:`store_info`), ``train`` and ``eval`` (through :func:`read_store`) before anything is
+created: every way a file can be wrong ends in a :class:`~minires.errors.DataError` that names
+the file and what was expected.
 """
 from __future__ import annotations
 
+import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import h5py
 import numpy as np
 
-from minires import __version__
-from minires.atomicfile import AtomicFile
-from minires.data.stats import ChannelStats
 from minires.errors import DataError
 
 FORMAT_VERSION = 1
 SPLITS = ("train", "test")
-CHUNK_BYTES = 4 << 20
-
-
-def chunk_rows(image_bytes: int, expected: int | None = None) -> int:
-    """Images per chunk: at most 1024 and about 4 MiB, never more than ``expected``."""
-    rows = max(1, min(1024, CHUNK_BYTES // image_bytes))
-    if rows < 1024:
-        rows = 1 << (rows.bit_length() - 1)   # a power of two, for tidy chunk boundaries
-    return max(1, min(rows, expected)) if expected else rows
-
-
-class StoreWriter:
-    """Write a prepared dataset to ``path`` atomically; use as a context manager.
-
-    Leaving the ``with`` block normally finishes the file (mean/std from the training images,
-    attributes) and renames it into place; an exception (in the block, or from HDF5 while
-    finishing or closing the file) removes the temporary file and leaves whatever was at
-    ``path`` untouched.
-    """
-
-    def __init__(self, path, dataset: str, image_size: int, num_classes: int,
-                 expected_counts: dict | None = None):
-        self.path = Path(path)
-        self.target = AtomicFile(self.path)
-        self.dataset = dataset
-        self.image_size = int(image_size)
-        self.num_classes = int(num_classes)
-        self.expected_counts = expected_counts or {}
-        self.stats = ChannelStats(3)
-        self.attrs = {}
-        self.file = None
-
-    def __enter__(self):
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            self.file = h5py.File(self.target.start(), "w")
-        except BaseException:
-            self.target.discard()
-            raise
-        return self
-
-    def __exit__(self, exc_type, exc, tb):
-        try:
-            if exc_type is None:
-                self._finish()
-            self.file.close()
-        except BaseException:
-            self.target.discard()
-            if exc_type is None:
-                raise
-            return False  # the block's own exception is the one to report
-        if exc_type is None:
-            self.target.commit()
-        else:
-            self.target.discard()
-        return False
-
-    def append(self, split: str, images: np.ndarray, labels: np.ndarray, **extra):
-        """Append (n, 3, S, S) uint8 ``images``, (n,) ``labels`` and (n,) extra label arrays
-        (e.g. ``coarse_labels``) to ``split``."""
-        S = self.image_size
-        if images.dtype != np.uint8 or images.shape[1:] != (3, S, S):
-            raise DataError(f"internal: expected uint8 (n, 3, {S}, {S}) images, got "
-                            f"{images.dtype} {images.shape}")
-        group = self.file.require_group(split)
-        arrays = {"images": images, "labels": np.asarray(labels, np.int64)}
-        arrays.update({k: np.asarray(v, np.int64) for k, v in extra.items()})
-        for key, array in arrays.items():
-            if len(array) != len(images):
-                raise DataError(f"internal: {split}/{key} has {len(array)} rows for "
-                                f"{len(images)} images")
-            if key not in group:
-                chunks = None
-                if key == "images":
-                    rows = chunk_rows(images[0].nbytes if len(images) else 3 * S * S,
-                                      self.expected_counts.get(split))
-                    chunks = (rows, 3, S, S)
-                group.create_dataset(key, shape=(0, *array.shape[1:]), dtype=array.dtype,
-                                     maxshape=(None, *array.shape[1:]), chunks=chunks)
-            ds = group[key]
-            n = ds.shape[0]
-            ds.resize(n + len(array), axis=0)
-            ds[n:] = array
-        if split == "train":
-            self.stats.update(images)
-
-    def write_names(self, key: str, names):
-        """Store a list of str as a variable-length UTF-8 string dataset ``/key``."""
-        self.file.create_dataset(key, data=np.array(list(names), dtype=h5py.string_dtype()))
-
-    def set_attrs(self, **attrs):
-        self.attrs.update(attrs)
-
-    def _finish(self):
-        for split in SPLITS:
-            if split not in self.file or self.file[split]["images"].shape[0] == 0:
-                raise DataError(f"internal: no {split} images were written")
-        if "label_names" not in self.file:
-            raise DataError("internal: label names were not written")
-        mean, std = self.stats.mean_std()
-        attrs = {"format_version": FORMAT_VERSION, "dataset": self.dataset,
-                 "image_size": self.image_size, "num_classes": self.num_classes,
-                 "mean": mean, "std": std, "created_by": f"minires {__version__}"}
-        attrs.update(self.attrs)
-        for key, value in attrs.items():
-            self.file.attrs[key] = value
-        self.file.flush()
+CHECKPOINT_FORMAT = "minires-checkpoint"  # the format attribute of a checkpoint file
+EXPECTED = "an HDF5 file written by `minires prepare`"
+# What h5py says when a chunk's Fletcher-32 checksum does not match its data.
+CHECKSUM_FAILURE = "filter returned failure"
 
 
 def _open(path) -> h5py.File:
     """Open a prepared file for reading, turning HDF5's errors into DataError."""
     path = Path(path)
     if not path.exists():
-        raise DataError(f"{path} does not exist; expected an HDF5 file written by "
-                        "`minires prepare`")
+        raise DataError(f"{path} does not exist; expected {EXPECTED}")
     if path.is_dir():
-        raise DataError(f"{path} is a folder; expected an HDF5 file written by `minires prepare`")
+        raise DataError(f"{path} is a folder; expected {EXPECTED}")
+    if not os.access(path, os.R_OK):
+        raise PermissionError(13, "Permission denied", str(path))
+    if path.stat().st_size == 0:
+        raise DataError(f"{path} is an empty file; expected {EXPECTED} (prepare it again)")
     try:
         return h5py.File(path, "r")
     except OSError as exc:
@@ -156,34 +60,142 @@ def _open(path) -> h5py.File:
         elif "signature" in text:
             why = "is not an HDF5 file"
         else:
-            why = f"cannot be read as HDF5 ({text})"
+            why = f"cannot be read as HDF5 ({' '.join(text.split())})"
         raise DataError(f"{path} {why}; expected a complete HDF5 file written by "
                         "`minires prepare` (run it again to rebuild the file)") from exc
 
 
-def _check_layout(f: h5py.File, path):
+def _read(dataset, path, selection=()):
+    """``dataset[selection]``; a checksum that does not match, or any other failure of HDF5,
+    becomes a DataError naming the file and the dataset."""
+    try:
+        return dataset[selection]
+    except (OSError, RuntimeError, ValueError, TypeError) as exc:
+        raise _damaged(path, dataset.name, exc) from exc
+
+
+def _damaged(path, name, exc) -> DataError:
+    text = " ".join(str(exc).split())
+    if CHECKSUM_FAILURE in text:
+        return DataError(f"{path} is corrupted: {name} does not match its checksum (bits "
+                         f"changed on the disk or in a copy); prepare the dataset again")
+    return DataError(f"{path} is damaged: reading {name} failed ({text}); prepare the dataset "
+                     f"again")
+
+
+@dataclass
+class StoreSummary:
+    """What :func:`check_store` found: the image side ``S``, the classes, the number of images
+    per split, each split's labels ((N,) int64, read while checking), and whether images and
+    labels carry checksums."""
+
+    image_size: int
+    num_classes: int
+    counts: dict
+    labels: dict
+    label_names: list
+    checksummed: bool
+
+
+def check_store(f: h5py.File, path) -> StoreSummary:
+    """Check an open prepared file completely; raise DataError naming the first problem.
+
+    Checked: that it is a minires dataset of this format version (and not a checkpoint); both
+    splits with ``uint8 (N, 3, S, S)`` images (the same square size ``S`` in both, equal to the
+    ``image_size`` attribute) and ``(N,)`` integer labels in ``0..num_classes-1``, with at
+    least one image each; ``num_classes`` label names; the ``mean`` and ``std`` attributes,
+    three finite numbers each (std positive); CIFAR-100's coarse labels. Images are not read
+    (their checksums are verified when :func:`read_store` reads them).
+    """
+    try:
+        return _check_store(f, path)
+    except DataError:
+        raise
+    except (OSError, RuntimeError, KeyError, ValueError, TypeError) as exc:
+        raise _damaged(path, "its layout", exc) from exc
+
+
+def _check_store(f, path) -> StoreSummary:
+    if f.attrs.get("format") == CHECKPOINT_FORMAT:
+        raise DataError(f"{path} is a minires checkpoint, not a dataset; give a dataset (embedded, "
+                        f"a prepared name such as cifar10, or a file written by `minires "
+                        f"prepare`), and evaluate checkpoints with `minires eval`")
     version = f.attrs.get("format_version")
     if version is None:
         raise DataError(f"{path} is an HDF5 file but not a minires dataset (no format_version "
-                        "attribute); expected a file written by `minires prepare`")
+                        f"attribute); expected {EXPECTED}")
     if int(version) != FORMAT_VERSION:
         raise DataError(f"{path} has format version {int(version)}, this minires reads version "
                         f"{FORMAT_VERSION}; prepare the dataset again")
     needed = [f"{s}/{k}" for s in SPLITS for k in ("images", "labels")] + ["label_names"]
-    missing = [k for k in needed if k not in f]
+    missing = [k for k in needed if not isinstance(f.get(k), h5py.Dataset)]
     if missing:
         raise DataError(f"{path} lacks {', '.join(missing)}; it is incomplete or damaged "
                         "(prepare the dataset again)")
+    sizes, counts = {}, {}
     for split in SPLITS:
         images, labels = f[split]["images"], f[split]["labels"]
-        if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1] != 3 or \
-                labels.shape != (images.shape[0],):
-            raise DataError(f"{path}: /{split} should hold uint8 (N, 3, S, S) images and (N,) "
-                            f"labels, found {images.dtype} {images.shape} and {labels.shape}")
+        shape = images.shape
+        if images.dtype != np.uint8 or len(shape) != 4 or shape[1] != 3 or shape[2] != shape[3]:
+            raise DataError(f"{path}: /{split}/images should be uint8 (N, 3, S, S) square RGB "
+                            f"images, found {images.dtype} {shape}")
+        if labels.dtype.kind not in "iu" or labels.shape != (shape[0],):
+            raise DataError(f"{path}: /{split}/labels should be {shape[0]} integers (one per "
+                            f"image), found {labels.dtype} {labels.shape}")
+        if shape[0] == 0:
+            raise DataError(f"{path} has no {split} images; expected at least one (prepare "
+                            f"the dataset again)")
+        sizes[split], counts[split] = shape[2], shape[0]
+    size = sizes["train"]
+    stated = f.attrs.get("image_size", size)
+    if sizes["test"] != size or int(stated) != size:
+        raise DataError(f"{path}: the images do not all have one size: train {size}x{size}, "
+                        f"test {sizes['test']}x{sizes['test']}, image_size attribute {stated}")
+    names = _names(f["label_names"], path)
+    num_classes = int(f.attrs.get("num_classes", len(names)))
+    if num_classes < 1 or len(names) != num_classes:
+        raise DataError(f"{path} names {len(names)} classes but says num_classes="
+                        f"{num_classes}")
+    for key in ("mean", "std"):
+        value = f.attrs.get(key)
+        array = np.asarray(value, dtype=np.float64) if value is not None else None
+        if array is None or array.shape != (3,) or not np.isfinite(array).all() or \
+                (key == "std" and (array <= 0).any()):
+            raise DataError(f"{path}: the {key} attribute should be 3 finite numbers (one per "
+                            f"channel{', positive' if key == 'std' else ''}), found {value!r}; "
+                            f"prepare the dataset again")
+    labels = {split: _checked_labels(f[split]["labels"], num_classes, path) for split in SPLITS}
+    if "coarse_labels" in f["train"]:
+        coarse = len(f["coarse_label_names"]) if "coarse_label_names" in f else None
+        for split in SPLITS:
+            if "coarse_labels" in f[split]:
+                _checked_labels(f[split]["coarse_labels"], coarse, path, counts[split])
+    checksummed = all(f[s][k].fletcher32 for s in SPLITS for k in ("images", "labels"))
+    return StoreSummary(size, num_classes, counts, labels, names, checksummed)
+
+
+def _names(dataset, path) -> list:
+    """A dataset of strings as a list of str."""
+    try:
+        return [str(name) for name in dataset.asstr()[()].tolist()]
+    except (OSError, RuntimeError, ValueError, TypeError, AttributeError) as exc:
+        raise _damaged(path, dataset.name, exc) from exc
+
+
+def _checked_labels(dataset, num_classes, path, count=None) -> np.ndarray:
+    labels = _read(dataset, path)
+    if labels.dtype.kind not in "iu" or (count is not None and labels.shape != (count,)):
+        raise DataError(f"{path}: {dataset.name} should be {count} integers, found "
+                        f"{labels.dtype} {labels.shape}")
+    if num_classes is not None and len(labels) and \
+            (labels.min() < 0 or labels.max() >= num_classes):
+        raise DataError(f"{path}: {dataset.name} lie in {labels.min()}..{labels.max()}, "
+                        f"expected 0..{num_classes - 1}")
+    return labels.astype(np.int64)
 
 
 def read_store(path, subset: int | None = None) -> dict:
-    """Load a prepared file into memory.
+    """Check (:func:`check_store`) and load a prepared file into memory.
 
     Args:
         path: the ``.h5`` file.
@@ -194,35 +206,24 @@ def read_store(path, subset: int | None = None) -> dict:
         (3,) float32 on the 0..1 scale, ``image_size``, ``num_classes``, ``attrs`` (all
         root attributes).
     Raises:
-        DataError: missing, truncated, foreign or inconsistent file.
+        DataError: missing, empty, truncated, foreign, inconsistent or corrupted file.
     """
     with _open(path) as f:
-        _check_layout(f, path)
-        try:
-            n_train = f["train/images"].shape[0]
-            stop = n_train if subset is None else min(int(subset), n_train)
-            out = {
-                "train_images": f["train/images"][:stop],
-                "train_labels": f["train/labels"][:stop].astype(np.int64),
-                "test_images": f["test/images"][()],
-                "test_labels": f["test/labels"][()].astype(np.int64),
-                "label_names": [str(s) for s in f["label_names"].asstr()[()]],
-                "attrs": {k: _plain(v) for k, v in f.attrs.items()},
-            }
-        except (OSError, KeyError, ValueError) as exc:
-            raise DataError(f"{path} is damaged: reading it failed ({exc}); prepare the dataset "
-                            "again") from exc
+        summary = check_store(f, path)
+        stop = summary.counts["train"] if subset is None else \
+            min(int(subset), summary.counts["train"])
+        out = {"train_images": _read(f["train/images"], path, slice(0, stop)),
+               "train_labels": summary.labels["train"][:stop],
+               "test_images": _read(f["test/images"], path),
+               "test_labels": summary.labels["test"],
+               "label_names": summary.label_names,
+               "attrs": {k: _plain(v) for k, v in f.attrs.items()}}
     attrs = out["attrs"]
     out["dataset"] = str(attrs.get("dataset", Path(path).stem))
-    out["num_classes"] = int(attrs.get("num_classes", len(out["label_names"])))
-    out["image_size"] = int(out["train_images"].shape[-1])
+    out["num_classes"] = summary.num_classes
+    out["image_size"] = summary.image_size
     out["mean"] = np.asarray(attrs["mean"], np.float32)
     out["std"] = np.asarray(attrs["std"], np.float32)
-    for split in SPLITS:
-        labels = out[f"{split}_labels"]
-        if len(labels) and (labels.min() < 0 or labels.max() >= out["num_classes"]):
-            raise DataError(f"{path}: {split} labels lie in {labels.min()}..{labels.max()}, "
-                            f"expected 0..{out['num_classes'] - 1}")
     return out
 
 
@@ -241,21 +242,22 @@ def store_info(path) -> dict:
     """Summary of a prepared file without loading the images.
 
     Returns dict with ``path``, ``attrs``, ``splits`` ({split: {"images": shape, "labels":
-    dtype name, ...}}), ``label_names`` and, where stored, ``coarse_label_names``.
+    dtype name, ...}}), ``label_names``, ``checksummed`` and, where stored,
+    ``coarse_label_names`` and ``wnids``. The file is checked first (:func:`check_store`).
     """
     with _open(path) as f:
-        _check_layout(f, path)
+        summary = check_store(f, path)
         splits = {}
         for split in SPLITS:
             group = f[split]
             splits[split] = {key: (tuple(group[key].shape), str(group[key].dtype))
                              for key in group}
         info = {"path": str(path), "attrs": {k: _plain(v) for k, v in f.attrs.items()},
-                "splits": splits,
-                "label_names": [str(s) for s in f["label_names"].asstr()[()]]}
+                "splits": splits, "label_names": summary.label_names,
+                "checksummed": summary.checksummed}
         for key in ("coarse_label_names", "wnids"):
             if key in f:
-                info[key] = [str(s) for s in f[key].asstr()[()]]
+                info[key] = _names(f[key], path)
     return info
 
 
@@ -285,6 +287,9 @@ def describe_store(path) -> str:
     lines.append(f"mean (0..1)   {fmt}")
     fmt = " ".join(f"{v:.4f}" for v in np.asarray(a.get("std", [])).ravel())
     lines.append(f"std  (0..1)   {fmt}")
+    lines.append("checksums     Fletcher-32 on images and labels, verified on reading" if
+                 info["checksummed"] else "checksums     none (prepared by an older minires: "
+                 "prepare it again to detect damaged data)")
     lines.append(f"source        {a.get('source', 'unknown')}")
     algorithm = a.get("checksum_algorithm", "md5")
     digest = str(a.get(f"source_{algorithm}", "not recorded")).strip().splitlines()

@@ -1,4 +1,8 @@
-"""Elementwise arithmetic with NumPy broadcasting, matrix products and ``linear``."""
+"""Elementwise arithmetic with NumPy broadcasting, matrix products and ``linear``.
+
+Matrix products go through the kernels' ``matmul`` (NumPy's on the CPU, cuBLAS on the GPU,
+which unlike ``cupy.matmul`` can run inside a CUDA graph).
+"""
 from __future__ import annotations
 
 from minires.autograd import Function, as_tensor
@@ -104,11 +108,11 @@ class MatMul(Function):
         if a.ndim != 2 or b.ndim != 2:
             raise ValueError(f"matmul expects 2-D operands, got shapes {a.shape} and {b.shape}")
         self.a, self.b = a, b
-        return a @ b
+        return self.k.matmul(a, b)
 
     def backward(self, gy):
-        ga = gy @ self.b.T if self.needs_input_grad[0] else None
-        gb = self.a.T @ gy if self.needs_input_grad[1] else None
+        ga = self.k.matmul(gy, self.b.T) if self.needs_input_grad[0] else None
+        gb = self.k.matmul(self.a.T, gy) if self.needs_input_grad[1] else None
         return ga, gb
 
 
@@ -117,14 +121,14 @@ class Linear(Function):
 
     def forward(self, x, W, b=None):
         self.x, self.W = x, W
-        y = x @ W.T
+        y = self.k.matmul(x, W.T)
         if b is not None:
             y += b
         return y
 
     def backward(self, gy):
-        gx = gy @ self.W if self.needs_input_grad[0] else None
-        gW = gy.T @ self.x if self.needs_input_grad[1] else None
+        gx = self.k.matmul(gy, self.W) if self.needs_input_grad[0] else None
+        gW = self.k.matmul(gy.T, self.x) if self.needs_input_grad[1] else None
         if len(self.needs_input_grad) == 2:
             return gx, gW
         gb = gy.sum(axis=0) if self.needs_input_grad[2] else None

@@ -12,8 +12,10 @@ To read what a convolution computes, see ``minires.functions.conv_reference``: t
 function from slicing, reshaping and one matrix product, with the backward derived by autograd,
 tested to agree with these kernels in value and gradient.
 
-For a weight shared by two convolutions nothing special happens here: each call is its own
-Function node, and each returns its own ``gW``; the engine adds them.
+For a weight shared by two convolutions, each call is its own Function node. The engine
+differentiates the second use (the later one in the network) first; that gradient becomes the
+weight's ``.grad``, and the engine offers it to the first use (``Function.grad_into``), whose
+kernel adds its own gradient into it: one buffer, no separate addition.
 """
 from __future__ import annotations
 
@@ -48,8 +50,10 @@ class Conv2d(Function):
 
     def backward(self, gy):
         need = self.needs_input_grad
+        gW_into = self.grad_into[1] if self.grad_into else None
         gx, gW = self.k.conv2d_backward(gy, self.W, self.saved, self.SH, self.SW, self.PH,
-                                        self.PW, need_gx=need[0], need_gW=need[1])
+                                        self.PW, need_gx=need[0], need_gW=need[1],
+                                        gW_into=gW_into)
         if len(need) == 2:
             return gx, gW
         gb = gy.sum(axis=(0, 2, 3)) if need[2] else None

@@ -99,6 +99,8 @@ class BasicBlock(Module):
         h = relu(bn1(conv1(x)))          conv1: in -> out, 3x3, stride
         y = relu(bn2(conv2(h)) + shortcut(x))   conv2: out -> out, 3x3, stride 1
 
+    (BatchNorm+ReLU and the addition+ReLU of the join each run as one fused node.)
+
     **Sharing** (Dai, Yu & Wei 2019). When the two convolutions have the same shape (``in ==
     out`` and ``stride == 1``: every block except the first of stages 2 and 3), ``share_convs``
     makes conv2 apply *the same Parameter object* as conv1: ``self.conv2.weight is
@@ -106,7 +108,8 @@ class BasicBlock(Module):
 
     * the forward pass simply uses the weight twice;
     * the backward pass gives the weight one gradient per use, and the engine SUMS them
-      (``minires.autograd.engine.accumulate``, out of place, so no gradient array is aliased);
+      (``minires.autograd.engine``: the later use's gradient becomes the weight's ``.grad``, and
+      the earlier use's convolution adds into that buffer, which nothing else holds);
     * ``Module.parameters()`` yields the Parameter once, so it is counted, stepped (momentum and
       weight decay applied once) and saved once.
 
@@ -154,7 +157,7 @@ class BasicBlock(Module):
     def forward(self, x):
         h = self.bn1(self.conv1(x), relu=True)  # relu(bn1(.)), fused
         y = self.bn2(self.conv2(h))
-        return F.relu(y + (x if self.shortcut is None else self.shortcut(x)))
+        return F.add_relu(y, x if self.shortcut is None else self.shortcut(x))  # fused join
 
 
 def make_stage(block_class, in_channels: int, out_channels: int, num_blocks: int, stride: int,
