@@ -105,17 +105,19 @@ def test_explaining_leaves_the_block_unchanged(lesson):
 def test_trace_walks_use_2_then_use_1(lesson, independent):
     trace = trace_backward(lesson)
     kinds = [step.node.split(":")[0] for step in trace.steps]
-    # The block, read backwards: relu, + x, bn2, conv2, bn1 (fused with its relu), conv1.
-    assert kinds == ["ReLU", "Add", "BatchNorm", "Conv2d", "BatchNormReLU", "Conv2d"]
+    # The block, read backwards: relu(. + x) (one fused node), bn2, conv2, bn1 (fused with its
+    # relu), conv1.
+    assert kinds == ["AddReLU", "BatchNorm", "Conv2d", "BatchNormReLU", "Conv2d"]
     uses = [step for step in trace.steps if step.use is not None]
     assert [step.use for step in uses] == [2, 1]
     assert [step.formula for step in uses] == ["W.grad = g2", "W.grad = g2 + g1"]
+    # conv1's kernel adds g1 into the array that holds g2 (offered by the engine).
+    assert [step.in_place for step in uses] == [False, True]
     tol = dict(rtol=1e-5, atol=1e-8)
     np.testing.assert_allclose(uses[0].w_grad, independent["use2"], **tol)
     np.testing.assert_allclose(uses[1].contribution, independent["use1"], **tol)
     np.testing.assert_allclose(uses[1].w_grad, independent["shared"], **tol)
-    assert trace.first_kept
-    assert trace.steps[2].leaves == ["bn2.gamma", "bn2.beta"]
+    assert trace.steps[1].leaves == ["bn2.gamma", "bn2.beta"]
 
 
 def test_graph_has_one_shared_weight_node_with_two_edges():
@@ -131,8 +133,8 @@ def test_graph_has_one_shared_weight_node_with_two_edges():
     for bn, name in zip(sorted(batchnorms, key=lambda k: int(k[1:])), ("bn1", "bn2")):
         sources = sorted(labels[src] for src, dst in edges if dst == bn)
         assert f"{name}.beta" in sources and f"{name}.gamma" in sources
-    # x, W, 4 BatchNorm parameters, 6 operations, y; 14 edges (x feeds conv1 and the shortcut)
-    assert len(labels) == 13 and len(edges) == 14
+    # x, W, 4 BatchNorm parameters, 5 operations, y; 13 edges (x feeds conv1 and the shortcut)
+    assert len(labels) == 12 and len(edges) == 13
 
 
 def test_break_inplace_gives_4_instead_of_3():
@@ -237,7 +239,7 @@ def test_explain_prints_the_engine_and_numerical_gradients_of_the_block():
 
 
 @pytest.mark.parametrize("option, expected", [
-    (["--trace"], ["-> W.grad = g2\n", "-> W.grad = g2 + g1\n"]),
+    (["--trace"], ["-> W.grad = g2\n", "-> W.grad = g2 + g1  (added in place)\n"]),
     (["--steps"], ["step 1:", "step 2:", "v = momentum*v + d"]),
     (["--break", "inplace"], ["dy/dx = 4", "dy/dx = 3"]),
     (["--break", "dedup"], ["ValueError: SGD got the same Parameter twice", "2.00 times as far"]),

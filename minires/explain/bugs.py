@@ -102,8 +102,10 @@ def inplace_lesson(x_value: float = 2.0) -> BugReport:
     lines += wrapped(
         "minires/autograd/engine.py, accumulate, returns current + g, a new array, and a leaf "
         "copies a gradient it would share (tests/test_autograd.py, "
-        "test_aliasing_regression_on_arrays). The wrong walk is the teaching variant "
-        "wrong_backward_accumulating_in_place in minires/explain/bugs.py.")
+        "test_aliasing_regression_on_arrays). The one addition in place it allows is into a "
+        "weight's .grad that the same backward pass created, which nothing else can hold (see "
+        "--trace). The wrong walk is the teaching variant wrong_backward_accumulating_in_place "
+        "in minires/explain/bugs.py.")
     return BugReport("inplace", lines, {"wrong": wrong, "right": right, "by_hand": 3.0})
 
 

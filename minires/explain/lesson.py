@@ -28,7 +28,7 @@ USE_OF = {"conv1": 1, "conv2": 2}
 MODULE_LABELS = {"conv1": "conv1 (use 1 of W)", "conv2": "conv2 (use 2 of W)",
                  "bn1": "bn1 + relu", "bn2": "bn2"}
 #: The operations of ``BasicBlock.forward`` that are plain functions, not modules.
-FUNCTION_LABELS = {"Add": "+ x (shortcut)", "ReLU": "relu (block output)"}
+FUNCTION_LABELS = {"AddReLU": "relu(bn2 + x), the shortcut join"}
 
 
 @dataclass

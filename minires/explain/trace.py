@@ -6,6 +6,10 @@ their gradients. This module uses it to record which leaves each step accumulate
 for the shared weight ``W``, the gradient each use hands back and ``W.grad`` right after:
 first ``W.grad = g2`` (conv2 is the later use in the forward pass, so the walk meets it first),
 then ``W.grad = g2 + g1``. The values shown are the engine's own arrays, copied as they are.
+
+How the second use is added: the engine offers ``W.grad``, an array this pass created, to
+conv1 (``Function.grad_into``), and the convolution kernel adds ``g1`` into it. conv1 then
+returns that array itself, so ``g1`` is read as the change it made to ``W.grad``.
 """
 from __future__ import annotations
 
@@ -29,6 +33,8 @@ class TraceStep:
         contribution: that gradient (a copy), shaped like ``W``.
         w_grad: ``W.grad`` right after this step (a copy).
         terms: the contributions summed in ``W.grad`` so far, in order (``["g2", "g1"]``).
+        in_place: the contribution was added into the existing ``W.grad`` array by the
+            operation's own kernel (offered by the engine), not summed into a new array.
     """
 
     number: int
@@ -38,6 +44,7 @@ class TraceStep:
     contribution: np.ndarray | None = None
     w_grad: np.ndarray | None = None
     terms: tuple = ()
+    in_place: bool = False
 
     @property
     def formula(self) -> str:
@@ -52,15 +59,12 @@ class TraceReport:
         steps: every operation in the order visited.
         contributions: ``{use: gradient}`` handed to ``W`` by each use (1 and 2).
         grad: ``W.grad`` after the walk.
-        first_kept: whether the first contribution array still held its values after the walk
-            (accumulation wrote the sum into a new array, not into it).
         weight_shape, entries: the shape of ``W`` and the flat indices shown.
     """
 
     steps: list
     contributions: dict
     grad: np.ndarray
-    first_kept: bool
     weight_shape: tuple
     entries: list
 
@@ -72,7 +76,8 @@ class TraceReport:
                          "gradients are summed into its .grad by accumulate().") + [""]
         width = max(len(step.node) for step in self.steps)
         for step in self.steps:
-            into = [step.formula if leaf == "W" else f"{leaf}.grad" for leaf in step.leaves]
+            into = [step.formula + ("  (added in place)" if step.in_place else "")
+                    if leaf == "W" else f"{leaf}.grad" for leaf in step.leaves]
             arrow = f"  -> {', '.join(into)}" if into else ""
             lines.append(f"{step.number:3d}. {step.node:<{width}}{arrow}".rstrip())
         shown = [step for step in self.steps if step.use is not None]
@@ -84,13 +89,20 @@ class TraceReport:
             lines.append(f"{f'{step.number}. g{step.use} (conv{step.use})':>{label_width}}  "
                          + values(step.contribution, self.entries))
             lines.append(f"{step.formula:>{label_width}}  " + values(step.w_grad, self.entries))
-        first = shown[0]
+        first, second = shown[0], shown[-1]
         lines += [""] + wrapped(f"Use {first.use} comes first: conv{first.use} is the later "
                                 "use in the forward pass, so the backward walk meets it first.")
-        if self.first_kept:
-            lines += wrapped(f"g{first.use} still holds its values after the walk: the engine "
-                             "wrote the sum into a new array instead of adding into "
-                             f"g{first.use} (accumulate is out of place).")
+        if second.in_place:
+            lines += wrapped(
+                f"g{first.use}, an array conv{first.use} made in this pass, became W's own .grad. "
+                f"The engine then offered that array to conv{second.use} (Function.grad_into), "
+                f"whose kernel added g{second.use} into it: one buffer, no separate addition. "
+                "That is safe only because nothing else can hold an array this pass created; "
+                "every other sum is made out of place (accumulate), since an operation may hand "
+                "one array to two inputs (see --break inplace).")
+        else:
+            lines += wrapped(f"The engine summed g{first.use} and g{second.use} into a new "
+                             "array (accumulate, out of place).")
         return lines
 
 
@@ -103,7 +115,7 @@ def trace_backward(lesson: Lesson, entries: int = 6) -> TraceReport:
     """
     W = lesson.weight
     leaves = leaf_labels(lesson.block)
-    steps, contributions, terms, handed = [], {}, [], []
+    steps, contributions, terms = [], {}, []
 
     with module_nodes(lesson.block) as modules:
         def observe(fn, gxs):
@@ -112,17 +124,19 @@ def trace_backward(lesson: Lesson, entries: int = 6) -> TraceReport:
             step = TraceStep(len(steps) + 1, node_label(fn, modules), touched)
             for x, g in zip(fn.inputs, gxs):
                 if x is W and g is not None:
+                    before = steps_with_w[-1].w_grad if steps_with_w else None
                     step.use = USE_OF[modules[fn]]
+                    step.w_grad = W.grad.copy()
+                    # A kernel that added into the offered W.grad returns that very array.
+                    step.in_place = before is not None and g is W.grad
+                    step.contribution = step.w_grad - before if step.in_place else g.copy()
                     terms.append(f"g{step.use}")
-                    step.contribution, step.w_grad = g.copy(), W.grad.copy()
                     step.terms = tuple(terms)
                     contributions[step.use] = step.contribution
-                    # the engine's own array and a copy: does the later sum write into it?
-                    handed.append((g, step.contribution))
+                    steps_with_w.append(step)
             steps.append(step)
 
+        steps_with_w = []
         lesson.backward(observer=observe)
-    array, copy = handed[0]
     return TraceReport(steps=steps, contributions=contributions, grad=W.grad.copy(),
-                       first_kept=bool(np.array_equal(array, copy)),
                        weight_shape=tuple(W.shape), entries=pick_entries(W.shape, entries))
