@@ -81,7 +81,7 @@ def explain(seed, channels, size, entries, trace, steps, bug, dot, png):
     lesson = make_lesson(channels=channels, size=size, seed=seed)
     reports = [explain_shared_gradient(lesson, entries)]
     if trace:
-        reports.append(trace_backward(lesson, min(entries, 6)))  # one entry per column
+        reports.append(trace_backward(lesson, min(entries, 6)))  # side by side: 6 fit a line
     if steps:
         reports.append(explain_steps(lesson, entries=min(entries, 4)))
     if bug is not None:
