@@ -195,8 +195,8 @@ def dedup_lesson(lesson: Lesson, entries: int = 4, steps: int = 2) -> BugReport:
         f"v = momentum*v + d, W = W - lr*v. Right (block.parameters(), W once): each step "
         f"updates W and its one buffer v once. Wrong: each step updates W twice, each time "
         f"through its own buffer and with its own weight decay.") + [""]
-    lines += table(["W index", "W before", "g", "right W", "wrong W", "right v",
-                    "wrong v (1)", "wrong v (2)"], rows, width=11)
+    lines += table(["W index", "W before", "g", "right W", "wrong W", "right v", "wrong v1",
+                    "wrong v2"], rows, width=10)
     lines += [""] + wrapped(
         f"After {steps} steps W moved {moved_right:.4f} (right) and {moved_wrong:.4f} "
         f"(wrong): {moved_wrong / moved_right:.2f} times as far. Each wrong buffer holds as "
