@@ -20,6 +20,7 @@ setup(
         "minires.functions",
         "minires.nn",
         "minires.models",
+        "minires.explain",
         "minires.data",
         "minires.kernels",
         "minires.kernels.cpu",

@@ -8,6 +8,10 @@ or ``minires.kernels.cuda.conv``): each output pixel is the dot product of a pat
 a filter, computed as matrix products over patch matrices. The forward kernel keeps what the
 weight gradient needs only when a weight gradient will be asked for.
 
+To read what a convolution computes, see ``minires.functions.conv_reference``: the same
+function from slicing, reshaping and one matrix product, with the backward derived by autograd,
+tested to agree with these kernels in value and gradient.
+
 For a weight shared by two convolutions, each call is its own Function node. The engine
 differentiates the second use (the later one in the network) first; that gradient becomes the
 weight's ``.grad``, and the engine offers it to the first use (``Function.grad_into``), whose
