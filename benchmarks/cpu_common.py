@@ -71,6 +71,9 @@ def environment() -> dict:
         "openblas_threads": parallel.blas_threads(),
         "torch_threads": torch.get_num_threads(),
         "torch_interop_threads": torch.get_num_interop_threads(),
+        "openblas_coretype": openblas_coretype(),
+        "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE"),
+        "MINIRES_CPU_CONV": os.environ.get("MINIRES_CPU_CONV"),
     }
     try:
         from threadpoolctl import threadpool_info
@@ -79,6 +82,29 @@ def environment() -> dict:
     except ImportError:
         pass
     return info
+
+
+def openblas_coretype():
+    """The kernel set NumPy's OpenBLAS chose (e.g. "Haswell", "SkylakeX"), or None.
+
+    It decides minires's GEMM speed (PyTorch's convolutions do not use it): an AVX-512 CPU
+    runs the products about twice as fast with "SkylakeX" as with "Haswell", which OpenBLAS
+    takes when ``OPENBLAS_CORETYPE=Haswell`` is set in the environment."""
+    from threadpoolctl import threadpool_info
+    return next((p.get("architecture") for p in threadpool_info()
+                 if p.get("internal_api") == "openblas"), None)
+
+
+def environment_line(env: dict) -> str:
+    """The facts every printed result needs: threads, BLAS kernels, convolution path, CPU,
+    load."""
+    forced = env["OPENBLAS_CORETYPE"]
+    return (f"threads: minires {env['minires_threads']}, torch {env['torch_threads']}, numba "
+            f"{env['numba_get_num_threads']}, OpenBLAS {env['openblas_threads']}; OpenBLAS "
+            f"kernels {env['openblas_coretype']}"
+            f"{f' (OPENBLAS_CORETYPE={forced})' if forced else ''}; minires conv "
+            f"{env['MINIRES_CPU_CONV'] or 'auto'}; {env['cpu_model']}; load "
+            f"{[round(v, 1) for v in env['load_average'] or []]}")
 
 
 def _numba_layer():
