@@ -66,6 +66,7 @@ def table(runs: dict, metric: str) -> str:
 def plot(runs: dict, path: str, title: str) -> None:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     figure = Figure(figsize=(7, 4.5))
     FigureCanvasAgg(figure)
@@ -77,6 +78,7 @@ def plot(runs: dict, path: str, title: str) -> None:
             axes.plot(epochs, [100 * row["test_error"] for row in rows],
                       color=f"C{seed % 10}", linestyle=styles[i % len(styles)],
                       label=f"{label}, seed {seed}")
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True))
     axes.set_xlabel("epoch")
     axes.set_ylabel("test error (%)")
     axes.set_title(title)

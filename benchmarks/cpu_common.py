@@ -10,6 +10,7 @@ side (see :func:`interleaved`). PyTorch is a benchmark-only dependency
 """
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import os
@@ -35,6 +36,21 @@ def setup_threads(threads: int | None):
     parallel.set_num_threads(n)
     torch.set_num_threads(n)
     return torch
+
+
+@contextlib.contextmanager
+def conv_algorithm(name):
+    """``MINIRES_CPU_CONV=name`` inside the block (None: as the environment says)."""
+    old = os.environ.get("MINIRES_CPU_CONV")
+    if name is not None:
+        os.environ["MINIRES_CPU_CONV"] = name
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("MINIRES_CPU_CONV", None)
+        else:
+            os.environ["MINIRES_CPU_CONV"] = old
 
 
 def cpu_model() -> str:
@@ -77,8 +93,11 @@ def environment() -> dict:
     }
     try:
         from threadpoolctl import threadpool_info
-        info["threadpools"] = [{k: p.get(k) for k in ("internal_api", "num_threads", "version",
-                                                       "filepath")} for p in threadpool_info()]
+        # Library file names without their folders: results say which library, not where.
+        keys = ("internal_api", "num_threads", "version")
+        info["threadpools"] = [dict({k: p.get(k) for k in keys},
+                                    filepath=os.path.basename(p.get("filepath", "")))
+                               for p in threadpool_info()]
     except ImportError:
         pass
     return info

@@ -26,10 +26,8 @@ the same process, and the top of a cProfile of the minires step.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import cProfile
 import io
-import os
 import pstats
 import sys
 import time
@@ -39,8 +37,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from cpu_common import (environment, environment_line, interleaved, print_table,  # noqa: E402
-                        save_json, setup_threads, summarize)
+from cpu_common import (conv_algorithm, environment, environment_line, interleaved,  # noqa: E402
+                        print_table, save_json, setup_threads, summarize)
 from torch_resnet import torch_resnet  # noqa: E402
 
 
@@ -57,21 +55,6 @@ def copy_weights(torch, model, net):
     if left or missing.unexpected_keys:
         raise RuntimeError(f"weight copy mismatch: missing {left}, unexpected "
                            f"{missing.unexpected_keys}")
-
-
-@contextlib.contextmanager
-def conv_algorithm(name):
-    """``MINIRES_CPU_CONV=name`` inside the block (None: as the environment says)."""
-    old = os.environ.get("MINIRES_CPU_CONV")
-    if name is not None:
-        os.environ["MINIRES_CPU_CONV"] = name
-    try:
-        yield
-    finally:
-        if old is None:
-            os.environ.pop("MINIRES_CPU_CONV", None)
-        else:
-            os.environ["MINIRES_CPU_CONV"] = old
 
 
 def make_steps(torch, depth, share, batch, also=(), seed=0):
@@ -186,7 +169,9 @@ def cprofile_top(step, steps=3, top=25) -> str:
         step()
     prof.disable()
     out = io.StringIO()
-    pstats.Stats(prof, stream=out).sort_stats("tottime").print_stats(top)
+    stats = pstats.Stats(prof, stream=out)
+    stats.strip_dirs()  # file names without their folders
+    stats.sort_stats("tottime").print_stats(top)
     return out.getvalue()
 
 

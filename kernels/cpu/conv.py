@@ -183,7 +183,7 @@ def conv2d_backward(gy, W, saved: ConvSaved, SH: int, SW: int, PH: int, PW: int,
                              "with need_gW=True")
         x = np.ascontiguousarray(saved.for_gW, dtype=gy.dtype)
     if saved.plan is None:
-        OC, _, KH, KW = W.shape
+        KH, KW = W.shape[2:]
         gx = conv_im2col.backward_data(W, gy, saved.x_shape, SH, SW, PH, PW) if need_gx else None
         gW = conv_im2col.backward_weight(x, gy, KH, KW, SH, SW, PH, PW) if need_gW else None
     else:
