@@ -20,6 +20,7 @@ setup(
         "minires.functions",
         "minires.nn",
         "minires.models",
+        "minires.explain",
         "minires.data",
         "minires.kernels",
         "minires.kernels.cpu",
@@ -34,6 +35,11 @@ setup(
         "test": ["pytest>=7"],
         "cuda12": ["cupy-cuda12x>=13"],
         "cuda13": ["cupy-cuda13x>=14"],
+        # CuPy's compiler and NVRTC, without a GPU: tests/test_cuda_compile.py compiles every
+        # kernel as CuPy would at run time (the README's test command installs this). CuPy has
+        # no macOS wheels, so there the compile test skips.
+        "nvrtc": ["cupy-cuda13x>=14; platform_system != 'Darwin'",
+                  "nvidia-cuda-nvrtc>=13; platform_system != 'Darwin'"],
         "plot": ["matplotlib>=3.7"],
     },
     entry_points={"console_scripts": ["minires = minires.cli.main:cli"]},

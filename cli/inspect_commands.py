@@ -1,13 +1,15 @@
 """Commands that look inside the engine: ``minires gradcheck`` and ``minires explain``."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
-import numpy as np
 
 from minires import gradcheck
 from minires.backend import DEVICES, resolve_device, xp_for
 from minires.cli.errors import reports_errors
-from minires.explain import explain_shared_gradient
+from minires.explain import (BUGS, explain_shared_gradient, explain_steps, make_lesson, show_bug,
+                             trace_backward, write_dot, write_png)
 
 
 @click.command("gradcheck")
@@ -37,40 +39,65 @@ def gradcheck_command(device):
     click.echo(f"all {len(rows)} gradient checks passed")
 
 
-@click.command()
-@click.option("--seed", type=click.IntRange(min=0), default=0, help="Seeds input and weight.")
-@click.option("--channels", type=click.IntRange(min=1, max=8), default=2)
-@click.option("--size", type=click.IntRange(min=2, max=16), default=4, help="Input height/width.")
-@click.option("--entries", type=click.IntRange(min=1), default=6,
-              help="Weight entries to show side by side.")
-@reports_errors
-def explain(seed, channels, size, entries):
-    """Show where the gradient of a shared convolution weight comes from.
+def _output_file(ctx, param, value):
+    """A file to write: its folder must exist and the path must not be a folder."""
+    if value is None:
+        return None
+    path = Path(value)
+    if path.is_dir():
+        raise click.BadParameter(f"{value} is a directory; give a file name")
+    if not path.parent.is_dir():
+        raise click.BadParameter(f"the folder {str(path.parent)!r} does not exist")
+    return path
 
-    One 3x3 weight W is used by both convolutions of a small residual block (each use with its
-    own BatchNorm, a ReLU between). Its gradient is the sum of what each use contributes: the
-    engine's W.grad equals that sum, and the numerical gradient agrees.
+
+@click.command()
+@click.option("--seed", type=click.IntRange(min=0), default=0,
+              help="Seeds the block's weights, the input and the upstream gradient.")
+@click.option("--channels", type=click.IntRange(min=1, max=8), default=2,
+              help="Channels C of the block (W is C x C x 3 x 3).")
+@click.option("--size", type=click.IntRange(min=2, max=16), default=4, help="Input height/width.")
+@click.option("--entries", type=click.IntRange(min=1, max=12), default=6,
+              help="Weight entries to show side by side.")
+@click.option("--trace", is_flag=True,
+              help="Show the engine's backward walk and each accumulation into W.grad.")
+@click.option("--steps", is_flag=True,
+              help="Show SGD steps of the shared weight and its momentum buffer.")
+@click.option("--break", "bug", type=click.Choice(BUGS),
+              help="Rerun the lesson with one classic weight-sharing bug switched on.")
+@click.option("--dot", type=click.Path(dir_okay=False), callback=_output_file,
+              help="Write the block's graph as Graphviz DOT text to this file.")
+@click.option("--png", type=click.Path(dir_okay=False), callback=_output_file,
+              help="Draw the block's graph into this PNG file (needs matplotlib).")
+@reports_errors
+def explain(seed, channels, size, entries, trace, steps, bug, dot, png):
+    """Show how a weight used twice gets its gradient, on the library's own shared block.
+
+    One 3x3 weight W is applied by both convolutions of a small residual block (each use with
+    its own BatchNorm). The table shows what each use contributes, their sum, the engine's
+    W.grad and the numerical gradient; the options show the engine's walk, the optimizer's
+    step, the graph, and what each classic bug does.
     """
-    report = explain_shared_gradient(channels=channels, size=size, seed=seed)
-    N, C, H, W = report.input_shape
-    click.echo(f"A residual block on x of shape ({N}, {C}, {H}, {W}):")
-    click.echo("    h = relu(bn1(conv(x, W)));  y = relu(bn2(conv(h, W)) + x)")
-    click.echo(f"W {tuple(report.weight.shape)} is ONE Parameter used by both convolutions; "
-               "each use has its own BatchNorm.")
-    click.echo("Objective: sum(y * gy) for a random gy, float64.\n")
-    header = ("W index", "use 1", "use 2", "use1+use2", "engine", "numerical")
-    click.echo("  ".join(f"{h:>12}" for h in header))
-    flat = {name: getattr(report, name).reshape(-1) for name in
-            ("grad_use1", "grad_use2", "grad_sum", "grad_engine", "grad_numerical")}
-    count = min(entries, report.weight.size)
-    for k in np.linspace(0, report.weight.size - 1, count).round().astype(int):
-        index = ",".join(str(i) for i in np.unravel_index(k, report.weight.shape))
-        values = [flat[name][k] for name in flat]
-        click.echo(f"{'[' + index + ']':>12}  " + "  ".join(f"{v:12.6f}" for v in values))
-    click.echo(f"\nmax |use1 + use2 - engine|    = {report.max_diff_engine:.3e}")
-    click.echo(f"max |engine - numerical|      = {report.max_diff_numerical:.3e}")
-    click.echo("The engine adds the gradients of both uses into W.grad (see accumulate in\n"
-               "minires/autograd/engine.py); the optimizer then steps W once.")
+    lesson = make_lesson(channels=channels, size=size, seed=seed)
+    reports = [explain_shared_gradient(lesson, entries)]
+    if trace:
+        reports.append(trace_backward(lesson, min(entries, 6)))  # side by side: 6 fit a line
+    if steps:
+        reports.append(explain_steps(lesson, entries=min(entries, 4)))
+    if bug is not None:
+        reports.append(show_bug(bug, lesson, entries=min(entries, 4)))
+    written = []
+    for path, write, what in ((dot, write_dot, "DOT text"), (png, write_png, "PNG")):
+        if path is not None:  # first, so that a file that cannot be written stops everything
+            write(lesson, path)
+            written.append(f"Wrote the graph of the block ({what}) to {path}")
+    for report in reports:
+        for line in report.text():
+            click.echo(line)
+    if written:
+        click.echo("")
+    for line in written:
+        click.echo(line)
 
 
 COMMANDS = [gradcheck_command, explain]

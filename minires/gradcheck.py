@@ -131,6 +131,7 @@ def standard_cases(xp=np, seed: int = 0) -> list[GradcheckCase]:
 
     eval_mean, eval_var = bn_stats(3)
     labels = xp.asarray(rng.integers(0, 5, size=4))
+    dropout_state = xp.asarray(np.array([20190407, 3], dtype=np.int64))  # [key, calls]
     case = GradcheckCase
     return [
         case("add (broadcast)", lambda a, b: a + b, [arr(3, 4), arr(1, 4)]),
@@ -172,4 +173,7 @@ def standard_cases(xp=np, seed: int = 0) -> list[GradcheckCase]:
         case("shared conv weight (two uses)",
              lambda x, W: F.conv2d(F.relu(F.conv2d(x, W, pad=1)), W, pad=1),
              [arr(2, 3, 4, 5), arr(3, 3, 3, 3)]),
+        # Each call advances a dropout state: a copy per call keeps the mask fixed while the
+        # numerical gradient evaluates the function again and again.
+        case("dropout", lambda x: F.dropout(x, 0.3, dropout_state.copy()), [arr(3, 4, 5)]),
     ]

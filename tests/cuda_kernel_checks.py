@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import cuda_reference as ref
-from minires.kernels import cuda
+from minires.kernels import cpu, cuda
 
 TOL = {np.float32: dict(rtol=2e-5, atol=2e-6), np.float64: dict(rtol=1e-12, atol=1e-13)}
 DTYPES = [np.float32, np.float64]
@@ -146,15 +146,58 @@ def check_softmax_cross_entropy(dev, host, N, K, dtype):
     loss, log_z = cuda.softmax_cross_entropy_forward(dev(logits), dev(labels))
     loss_ref, log_z_ref = ref.softmax_cross_entropy_forward(logits, labels)
     tol = TOL[dtype]
-    loss = host(loss)
+    loss, log_z = host(loss), host(log_z)
     assert loss.shape == () and loss.dtype == dtype
     np.testing.assert_allclose(loss, loss_ref, **tol)
-    np.testing.assert_allclose(host(log_z), log_z_ref, **tol)
+    assert log_z.dtype == np.float64  # computed and kept in double, whatever the logits' dtype
+    np.testing.assert_allclose(log_z, log_z_ref, rtol=1e-13)
     gy = np.asarray(r.standard_normal(), dtype=dtype)
-    gx = cuda.softmax_cross_entropy_backward(dev(gy), dev(logits), dev(labels), log_z)
+    gx = cuda.softmax_cross_entropy_backward(dev(gy), dev(logits), dev(labels), dev(log_z))
     np.testing.assert_allclose(host(gx),
                                ref.softmax_cross_entropy_backward(gy, logits, labels, log_z_ref),
                                rtol=tol["rtol"] * 10, atol=tol["atol"])
+
+
+def large_logits(N=64, K=10, seed=11):
+    """float32 logits of 100 to 1000 whose rows are not one-hot after the softmax (each row
+    spread by a few units around its own offset), and labels."""
+    r = np.random.default_rng(seed)
+    logits = (r.uniform(100, 1000, (N, 1)) + 3 * r.standard_normal((N, K))).astype(np.float32)
+    return logits, r.integers(0, K, N)
+
+
+def relative_gradient_error(gx, logits, labels, log_z_for_backward=None):
+    """Largest elementwise relative error of a float32 gradient against the float64 one of the
+    same logits (gy = 1); elements below float's smallest normal (flushed to zero on a GPU)
+    count as exact."""
+    want = ref.softmax_cross_entropy_backward(1.0, logits.astype(np.float64), labels,
+                                              ref.softmax_cross_entropy_forward(
+                                                  logits.astype(np.float64), labels)[1])
+    err = np.abs(gx.astype(np.float64) - want)
+    return float(np.max(np.where(np.abs(want) < 2e-38, 0.0, err / np.abs(want))))
+
+
+def check_softmax_cross_entropy_large_logits(dev, host):
+    """Logits of 100-1000 in float32: the gradient is float64's rounded once (relative error
+    at most a float32 rounding, 2^-24, plus a little for exp), and so is the loss."""
+    logits, labels = large_logits()
+    loss, log_z = cuda.softmax_cross_entropy_forward(dev(logits), dev(labels))
+    gx = host(cuda.softmax_cross_entropy_backward(dev(np.float32(1)), dev(logits), dev(labels),
+                                                  log_z))
+    assert relative_gradient_error(gx, logits, labels) < 1.2e-7
+    loss_ref, _ = ref.softmax_cross_entropy_forward(logits.astype(np.float64), labels)
+    np.testing.assert_allclose(host(loss), loss_ref, rtol=1.2e-7)
+
+
+def check_softmax_cross_entropy_mean_is_deterministic(dev, host):
+    """The mean is summed in one block in a fixed order: the same bits on every call."""
+    r = rng()
+    logits = dev((r.standard_normal((300, 7)) * 30).astype(np.float32))
+    labels = dev(r.integers(0, 7, 300))
+    first = host(cuda.softmax_cross_entropy_forward(logits, labels)[0])
+    for _ in range(2):
+        assert host(cuda.softmax_cross_entropy_forward(logits, labels)[0]).tobytes() == \
+            first.tobytes()
 
 
 def check_softmax_cross_entropy_bad_labels(dev, host):
@@ -171,6 +214,47 @@ def check_softmax_cross_entropy_errors(dev, host):
         cuda.softmax_cross_entropy_forward(dev(np.zeros((3, 4))), dev(np.zeros(2, np.int64)))
     with pytest.raises(ValueError, match="labels must be integers"):
         cuda.softmax_cross_entropy_forward(dev(np.zeros((3, 4))), dev(np.zeros(3)))
+
+
+DROPOUT_KEY = 0x5EED_0F_D1CE_2019  # any 63-bit layer key
+
+
+def check_dropout(dev, host, p, dtype):
+    """The device's mask is the CPU kernel's and the reference's, bit for bit, forward and
+    backward; the state advances by one call on the device, and the saved stream names the
+    call that was applied."""
+    r = rng()
+    x = r.standard_normal((3, 5, 17, 9)).astype(dtype)  # 2295 elements: nine 256-thread blocks
+    gy = r.standard_normal(x.shape).astype(dtype)
+    state, cpu_state, ref_state = (np.array([DROPOUT_KEY, 41], np.int64) for _ in range(3))
+    state = dev(state)
+    y, saved = cuda.dropout_forward(dev(x), p, state)
+    y_cpu, saved_cpu = cpu.dropout_forward(x, p, cpu_state)
+    y_ref, saved_ref = ref.dropout_forward(x, p, ref_state)
+    y = host(y)
+    assert y.dtype == dtype and y.shape == x.shape
+    assert y.tobytes() == y_cpu.tobytes() == y_ref.tobytes()
+    assert 0 < np.count_nonzero(y) < y.size
+    np.testing.assert_array_equal(host(state), [DROPOUT_KEY, 42])
+    np.testing.assert_array_equal(host(saved.stream), [DROPOUT_KEY, 41])
+    gx = host(cuda.dropout_backward(dev(gy), saved))
+    assert gx.tobytes() == cpu.dropout_backward(gy, saved_cpu).tobytes() == \
+        ref.dropout_backward(gy, saved_ref).tobytes()
+    np.testing.assert_array_equal(gx == 0, y == 0)  # the same mask both ways
+
+
+def check_dropout_calls_draw_new_masks(dev, host):
+    """Three calls on one state: three different masks, each the CPU's for that call."""
+    x = np.ones(4096, np.float32)
+    state = dev(np.array([DROPOUT_KEY, 0], np.int64))
+    cpu_state = np.array([DROPOUT_KEY, 0], np.int64)
+    masks = []
+    for _ in range(3):
+        y = host(cuda.dropout_forward(dev(x), 0.5, state)[0])
+        assert y.tobytes() == cpu.dropout_forward(x, 0.5, cpu_state)[0].tobytes()
+        masks.append(y != 0)
+    assert not (masks[0] == masks[1]).all() and not (masks[1] == masks[2]).all()
+    np.testing.assert_array_equal(host(state), [DROPOUT_KEY, 3])
 
 
 def check_sgd_step(dev, host, momentum, nesterov, weight_decay, dtype):

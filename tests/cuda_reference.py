@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from minires.kernels.interface import BatchNormSaved, conv_output_size
+from minires.kernels.interface import (GOLDEN, MIX1, MIX2, BatchNormSaved, DropoutSaved,
+                                       conv_output_size, dropout_scale, dropout_threshold)
 
 
 def im2col(x, KH, KW, SH, SW, PH, PW):
@@ -104,23 +105,57 @@ def batch_norm_backward(gy, saved: BatchNormSaved, need_gx=True):
 
 
 def softmax_cross_entropy_forward(logits, labels):
-    """Returns ``(mean loss as a 0-d array, log_z (N,))``; out-of-range labels give NaN."""
+    """Returns ``(mean loss as a 0-d array, log_z (N,) in float64)``, both computed in float64;
+    out-of-range labels give NaN."""
     z = logits.astype(np.float64)
     N, K = z.shape
     m = z.max(axis=1)
     log_z = m + np.log(np.exp(z - m[:, None]).sum(axis=1))
     valid = (labels >= 0) & (labels < K)
     picked = z[np.arange(N), np.where(valid, labels, 0)]
-    losses = np.where(valid, log_z - picked, np.nan).astype(logits.dtype)
-    return losses.mean(dtype=logits.dtype), log_z.astype(logits.dtype)
+    losses = np.where(valid, log_z - picked, np.nan)
+    return np.asarray(losses.mean(), dtype=logits.dtype), log_z
 
 
 def softmax_cross_entropy_backward(gy, logits, labels, log_z):
-    """``(softmax - onehot) * gy / N`` for ``logits (N, K)``."""
+    """``(softmax - onehot) * gy / N`` for ``logits (N, K)``, in float64, rounded once."""
     N = logits.shape[0]
-    p = np.exp(logits.astype(np.float64) - log_z.astype(np.float64)[:, None])
+    p = np.exp(logits.astype(np.float64) - np.asarray(log_z, np.float64)[:, None])
     p[np.arange(N), labels] -= 1
     return (p * (float(gy) / N)).astype(logits.dtype)
+
+
+_U64 = 2**64 - 1
+
+
+def _mix64(z: int) -> int:
+    """SplitMix64's finaliser, in Python ints (no NumPy wrap-around rules involved)."""
+    z = ((z ^ (z >> 30)) * MIX1) & _U64
+    z = ((z ^ (z >> 27)) * MIX2) & _U64
+    return z ^ (z >> 31)
+
+
+def dropout_bits(key: int, call: int, n: int) -> np.ndarray:
+    """The 31 random bits of each of ``n`` elements in call ``call`` of the layer ``key``, in
+    Python ints, one element at a time, straight from the definition in kernels/interface.py
+    (an element is kept when its bits are at least the threshold)."""
+    base = _mix64((key & _U64) ^ _mix64(call))
+    return np.array([_mix64((base + (i + 1) * GOLDEN) & _U64) >> 33 for i in range(n)],
+                    dtype=np.int64)
+
+
+def dropout_forward(x, p, state):
+    """Returns ``(y, saved)``; advances ``state`` (``[key, calls]``) by one call."""
+    stream = np.array(state, dtype=np.int64)
+    state[1] += 1
+    return dropout_backward(x, DropoutSaved(stream, p)), DropoutSaved(stream, p)
+
+
+def dropout_backward(gy, saved):
+    """``gy * scale`` where the saved stream keeps an element, else 0."""
+    bits = dropout_bits(int(saved.stream[0]), int(saved.stream[1]), gy.size)
+    keep = (bits >= dropout_threshold(saved.p)).reshape(gy.shape)
+    return np.where(keep, gy * gy.dtype.type(dropout_scale(saved.p)), 0).astype(gy.dtype)
 
 
 def sgd_step(params, grads, velocities, lr, momentum, weight_decays, nesterov):

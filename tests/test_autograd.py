@@ -247,3 +247,24 @@ def test_a_resnet_step_copies_no_parameter_gradient(monkeypatch):
     x = rng.standard_normal((4, 3, 16, 16)).astype(np.float32)
     F.softmax_cross_entropy(model(minires.Tensor(x)), rng.integers(0, 10, 4)).backward()
     assert len(verdicts) >= len(list(model.parameters())) and all(verdicts)
+
+
+def test_an_observer_sees_every_function_once_in_walk_order_after_accumulation():
+    # y = (x * w) * w: w is used twice; the later use is visited first.
+    x = minires.Tensor(np.array(3.0))
+    w = minires.Parameter(np.array(2.0))
+    inner = x * w
+    y = inner * w
+    seen = []
+
+    def observer(fn, gxs):
+        seen.append((fn, [None if g is None else float(g) for g in gxs],
+                     None if w.grad is None else float(w.grad)))
+
+    minires.autograd.backward(y, observer=observer)
+    assert [fn for fn, _, _ in seen] == [y.creator, inner.creator]
+    # outer Mul: d/d(inner) = w = 2, d/dw = inner = 6; w.grad already holds 6 when observed.
+    assert seen[0][1:] == ([2.0, 6.0], 6.0)
+    # inner Mul: d/dx is not needed (None), d/dw = x * 2 = 6; w.grad = 6 + 6.
+    assert seen[1][1:] == ([None, 6.0], 12.0)
+    assert float(w.grad) == 12.0    # d(x w^2)/dw = 2 x w, by hand

@@ -245,10 +245,10 @@ CASE_NAMES = [case.name for case in standard_cases(np)]
 def test_every_function_through_the_cuda_branches(device, name):
     """Each standard case, its inputs "on the GPU": the same forward values and gradients as
     on the CPU, and a gradient that passes the numerical check."""
-    case = {c.name: c for c in standard_cases(np)}[name]
+    cases = [{c.name: c for c in standard_cases(xp)}[name] for xp in (np, sys.modules["cupy"])]
     gy_cpu = None
     results = []
-    for move in (np.array, emu.to_emulated_device):
+    for case, move in zip(cases, (np.array, emu.to_emulated_device)):
         tensors = [Tensor(move(a), requires_grad=True) for a in case.inputs]
         y = case.f(*tensors)
         if gy_cpu is None:

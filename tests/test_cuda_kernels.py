@@ -123,6 +123,24 @@ def test_softmax_cross_entropy_errors(dev, host):
     checks.check_softmax_cross_entropy_errors(dev, host)
 
 
+def test_softmax_cross_entropy_with_logits_of_100_to_1000(dev, host):
+    checks.check_softmax_cross_entropy_large_logits(dev, host)
+
+
+def test_softmax_cross_entropy_mean_is_deterministic(dev, host):
+    checks.check_softmax_cross_entropy_mean_is_deterministic(dev, host)
+
+
+@pytest.mark.parametrize("p", [0.1, 0.5, 0.9])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_dropout_masks_are_the_cpus_bit_for_bit(dev, host, p, dtype):
+    checks.check_dropout(dev, host, p, dtype)
+
+
+def test_dropout_calls_draw_new_masks(dev, host):
+    checks.check_dropout_calls_draw_new_masks(dev, host)
+
+
 @pytest.mark.parametrize("momentum,nesterov,weight_decay", SGD_SETTINGS)
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_sgd_step(dev, host, momentum, nesterov, weight_decay, dtype):

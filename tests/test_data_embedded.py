@@ -7,6 +7,8 @@ import numpy as np
 import pytest
 
 from minires.data import load_dataset, make_embedded
+from minires.optim import make_schedule
+from minires.run_config import TrainConfig
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +55,9 @@ def test_colour_alone_does_not_give_the_class(default):
 
 
 def test_linear_classifier_does_not_solve_it(default):
-    """Softmax regression on normalised raw pixels stays far from solving the task."""
+    """Softmax regression on normalised raw pixels stays near chance (10%): about 12% test
+    accuracy here (11-14% with other rates and 20 epochs), where the default `minires train`
+    (ResNet-20, 3 epochs) reaches 73-78% (seeds 0-2). The task needs shapes, not colours."""
     data, _ = default
 
     def features(x):
@@ -74,4 +78,20 @@ def test_linear_classifier_does_not_solve_it(default):
             W -= 0.01 * (X[idx].T @ p / len(idx) + 1e-4 * W)
             b -= 0.01 * p.mean(axis=0)
     accuracy = ((Xt @ W + b).argmax(axis=1) == yt).mean()
-    assert accuracy < 0.5, f"a linear classifier reached {accuracy:.1%} test accuracy"
+    assert 0.08 < accuracy < 0.25, f"a linear classifier reached {accuracy:.1%} test accuracy"
+
+
+def test_the_first_run_recipe_of_the_embedded_set():
+    """`minires train` with no options: 3 epochs, a half-epoch warm-up and a cosine decay; a
+    schedule given without a warm-up gets none, and other datasets keep He et al.'s step."""
+    first_run = TrainConfig().resolved(image_size=32)
+    assert (first_run.dataset, first_run.epochs) == ("embedded", 3)
+    assert (first_run.schedule, first_run.warmup_epochs) == ("cosine", 0.5)
+    assert TrainConfig(dataset="cifar10").schedule_settings() == ("step", 0.0)
+    assert TrainConfig(schedule="multistep", milestones=[2]).schedule_settings() == \
+        ("multistep", 0.0)
+    assert TrainConfig(warmup_epochs=1.0).schedule_settings() == ("cosine", 1.0)
+    # The schedule as it runs: from 0 up to 0.1 at half an epoch, then a cosine down to 0.
+    schedule = make_schedule(first_run.schedule, first_run.lr, first_run.epochs,
+                             warmup_epochs=first_run.warmup_epochs)
+    assert [round(schedule(e), 4) for e in (0, 0.25, 0.5, 1.75, 3)] == [0, 0.05, 0.1, 0.05, 0]

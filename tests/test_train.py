@@ -115,7 +115,7 @@ def test_interrupt_in_the_first_epoch_leaves_a_resumable_checkpoint(tmp_path):
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")  # overflow on the way to NaN is the point
 def test_nan_loss_raises_training_error_naming_epoch_and_batch(tmp_path):
     with pytest.raises(TrainingError, match=r"epoch 1, batch \d+ of 3"):
-        train(tiny(tmp_path, lr=1e12, momentum=0.0, epochs=1))
+        train(tiny(tmp_path, lr=1e12, momentum=0.0, epochs=1, schedule="constant"))
     checkpoint = load_checkpoint(tmp_path / "last.h5")
     assert checkpoint.epoch == 0  # nothing diverged was saved
 
@@ -155,8 +155,8 @@ def test_bad_settings_are_value_errors(tmp_path):
 @pytest.mark.slow
 def test_training_on_the_embedded_set_learns(tmp_path):
     """ResNet-8, 4,000 images, 5 epochs (about 25 s on 2 cores): the loss falls and the test
-    error ends far below chance (90%). Measured with seeds 0, 1, 2: final test errors 70.2%,
-    60.4%, 67.2%; final train losses 1.78, 1.63, 1.85 from 2.35."""
+    error ends far below chance (90%). Measured with seeds 0, 1, 2: final test errors 49.0%,
+    42.8%, 55.6%; final train losses 1.39, 1.36, 1.55 from 2.35."""
     config = tiny(tmp_path, subset=4000, test_subset=500, epochs=5, batch_size=32, lr=0.03,
                   schedule="multistep", milestones=[4], seed=0)
     rows = train(config).metrics

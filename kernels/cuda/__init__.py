@@ -10,6 +10,7 @@ Sources and their kernels -> wrapper modules:
 - ``activation.cu``: relu_forward, relu_backward, add_relu_forward -> :mod:`.activation`
 - ``softmax_ce.cu``: softmax_ce_forward, softmax_ce_backward -> :mod:`.loss`
 - ``sgd.cu``: sgd_update (all parameters in one launch) -> :mod:`.sgd`
+- ``dropout.cu``: dropout_forward, dropout_backward -> :mod:`.dropout`
 - (cuBLAS through :mod:`.blas`, no source) -> :mod:`.linalg`
 - (array code, no source) -> :mod:`.augment`, :mod:`.indexing`
 
@@ -24,6 +25,7 @@ from minires.kernels.cuda.batchnorm import batch_norm_backward, batch_norm_forwa
 from minires.kernels.cuda.conv import (col2im, conv2d_backward, conv2d_forward,
                                        conv2d_transform_weight, conv2d_transform_weight_adjoint,
                                        conv2d_weight_plan, im2col)
+from minires.kernels.cuda.dropout import dropout_backward, dropout_forward
 from minires.kernels.cuda import loader
 from minires.kernels.cuda.indexing import scatter_add
 from minires.kernels.cuda.linalg import matmul
@@ -39,7 +41,7 @@ __all__ = ["xp", "device", "im2col", "col2im", "conv2d_forward", "conv2d_backwar
            "batch_norm_forward", "batch_norm_backward", "relu_forward", "relu_backward",
            "add_relu_forward", "matmul",
            "softmax_cross_entropy_forward", "softmax_cross_entropy_backward", "sgd_step",
-           "crop_flip_normalize", "scatter_add"]
+           "crop_flip_normalize", "scatter_add", "dropout_forward", "dropout_backward"]
 
 
 def __getattr__(name):

@@ -26,6 +26,7 @@ KERNELS = {
     "activation.cu": ("relu_forward", "relu_backward", "add_relu_forward"),
     "softmax_ce.cu": ("softmax_ce_forward", "softmax_ce_backward"),
     "sgd.cu": ("sgd_update",),
+    "dropout.cu": ("dropout_forward", "dropout_backward"),
 }
 
 #: Options for NVRTC (CuPy adds ``-arch`` for the current device, then ``-ftz=true``). The

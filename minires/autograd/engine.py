@@ -21,7 +21,10 @@ the offer returns a new array and the engine sums out of place as always.
 
 The graph is walked without recursion (deep graphs would overflow Python's stack near depth
 1,000): functions are visited in decreasing ``generation``, a topological order, because a
-function's outputs always have a higher generation than its inputs.
+function's outputs always have a higher generation than its inputs. An optional ``observer``
+sees each visited function and the gradients it returned, in that order (``minires explain
+--trace`` prints the walk with it); without one the walk pays a single ``is None`` test per
+function.
 """
 from __future__ import annotations
 
@@ -72,13 +75,17 @@ def _private(g, gys, gxs) -> bool:
             and sum(_memory(other) is memory for other in gxs if other is not None) == 1)
 
 
-def backward(root, gy=None) -> None:
+def backward(root, gy=None, observer=None) -> None:
     """Backpropagate from tensor ``root`` and accumulate into the ``.grad`` of every leaf.
 
     Args:
         root: the Tensor to differentiate (usually a scalar loss).
         gy: the upstream gradient, shaped like ``root``; defaults to ones (``root`` is then
             normally a scalar). It is never modified, nor stored as anyone's ``.grad``.
+        observer: optional ``observer(fn, gxs)``, called for every Function in the order the
+            walk visits them, after ``fn.backward`` returned ``gxs`` (one gradient or None per
+            input in ``fn.inputs``) and after the gradients of leaves among ``fn.inputs`` were
+            accumulated into their ``.grad``. For tracing; it must not modify what it is shown.
     Leaves are tensors with ``requires_grad`` and no creator (Parameters, inputs); their
     ``.grad`` keeps accumulating across calls until it is reset to ``None``. Gradients of
     intermediate tensors live only for the duration of the pass.
@@ -146,3 +153,5 @@ def backward(root, gy=None) -> None:
                 previous = grads.get(id(x))
                 grads[id(x)] = (x, accumulate(previous[1] if previous else None, gx))
                 push(x.creator)
+        if observer is not None:
+            observer(fn, gxs)

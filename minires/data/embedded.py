@@ -4,8 +4,11 @@ Ten classes of geometric shapes, each drawn once per 32x32 RGB image with a rand
 and background colour, a background gradient, random position, size and rotation, and Gaussian
 pixel noise. The class is carried only by the outline of the shape: colours are drawn
 independently of the class, so no single pixel or colour predicts it, and a linear classifier on
-raw pixels does poorly (about 25-30% test accuracy, see tests/test_data_embedded.py) while a small
-convolutional network learns it within a few epochs.
+raw pixels stays near chance (11-14% test accuracy, chance 10%; see tests/test_data_embedded.py)
+while a convolutional network learns it fast: the default ``minires train`` (ResNet-20, three
+epochs, about two minutes of CPU time) ends between 22% and 27% test error (seeds 0-2). Shape
+size, noise and colour contrast (``RADIUS``, ``NOISE_SIGMA``, ``MIN_COLOUR_DISTANCE``) set that
+balance.
 
 Images are a pure function of ``seed``: the training and test sets come from independent random
 streams, so changing ``n_train`` does not change the test images.
@@ -21,7 +24,9 @@ CLASS_NAMES = ("disk", "ring", "square", "frame", "triangle", "cross", "star", "
 IMAGE_SIZE = 32
 DEFAULT_TRAIN = 10000
 DEFAULT_TEST = 2000
-MIN_COLOUR_DISTANCE = 90.0   # RGB distance between shape and background, so shapes stay visible
+MIN_COLOUR_DISTANCE = 120.0  # RGB distance between shape and background, so shapes stay visible
+RADIUS = (0.25, 0.4)         # range of the shape's radius, as a fraction of the image size
+NOISE_SIGMA = (2.0, 8.0)     # range of the standard deviation of the pixel noise (0..255)
 
 
 def _box(u, v, a, b):
@@ -81,14 +86,14 @@ def render(rng: np.random.Generator, n: int, size: int = IMAGE_SIZE):
     """
     S = size
     labels = rng.permutation(np.arange(n) % len(CLASS_NAMES)).astype(np.int64)
-    radius = rng.uniform(0.2, 0.36, n) * S                      # shape size in pixels
+    radius = rng.uniform(*RADIUS, n) * S                        # shape size in pixels
     margin = 0.75 * radius
     cx = rng.uniform(margin, S - margin)
     cy = rng.uniform(margin, S - margin)
     theta = rng.uniform(0, 2 * np.pi, n)
     fg, bg = _colours(rng, n)
     gradient = rng.uniform(-40, 40, (n, 3, 2))                  # background tilt, per channel
-    noise_sigma = rng.uniform(4, 16, n)
+    noise_sigma = rng.uniform(*NOISE_SIGMA, n)
     noise = rng.standard_normal((n, 3, S, S), dtype=np.float32)
 
     grid = (np.arange(S, dtype=np.float32) + 0.5)

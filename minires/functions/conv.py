@@ -10,6 +10,10 @@ transform of it (Winograd's ``U = G W G^T`` for 3x3 stride-1 convolutions on the
 transformed weight is its own node, made once per value of the weight and shared by every
 convolution that applies it (:mod:`minires.functions.weight_transform`).
 
+To read what a convolution computes, see ``minires.functions.conv_reference``: the same
+function from slicing, reshaping and one matrix product, with the backward derived by autograd,
+tested to agree with these kernels in value and gradient.
+
 For a weight shared by two convolutions, each call is its own Function node, and the engine
 sums the gradients of both uses:
 
@@ -24,7 +28,7 @@ from __future__ import annotations
 
 from minires import backend
 from minires.autograd import Function, as_tensor
-from minires.functions.weight_transform import transformed_weight
+from minires.functions.weight_transform import transformed_weight, transforms_enabled
 from minires.kernels.interface import conv_output_size
 
 
@@ -85,7 +89,9 @@ def conv2d(x, W, b=None, stride=1, pad=0):
     x, W = as_tensor(x), as_tensor(W)
     (SH, SW), (PH, PW) = _pair(stride), _pair(pad)
     _check_shapes(x.shape, W.shape, SH, SW, PH, PW)
-    plan = backend.kernels_for(x, W).conv2d_weight_plan(x.shape, W.shape, SH, SW, PH, PW)
+    plan = None
+    if transforms_enabled():
+        plan = backend.kernels_for(x, W).conv2d_weight_plan(x.shape, W.shape, SH, SW, PH, PW)
     if plan is not None:
         W = transformed_weight(W, plan)
     fn = Conv2d((SH, SW), (PH, PW), plan)

@@ -24,6 +24,10 @@ copy of the values it was made from. The entry is used only while
 * gradient recording is the same as when it was made (a ``U`` made under ``no_grad`` has no
   graph back to the weight, so it must never serve a training pass).
 
+:func:`weights_as_given` turns the transforms off for a block of code: every convolution then
+computes with its weight itself (im2col on the CPU), so a weight's gradients are gradients
+w.r.t. ``W`` in every node (``minires explain`` teaches the engine's sum that way).
+
 The dictionary holds no strong reference to a weight or to a ``U``: an entry disappears with its
 ``U`` (when the graph that holds it is freed) or with its weight, so nothing is kept alive
 beyond what the user holds (tested in tests/test_weight_transform.py). The price: under
@@ -33,6 +37,7 @@ the model's weights in memory for as long as the model lives).
 """
 from __future__ import annotations
 
+import contextlib
 import weakref
 
 from minires.autograd import Function, Tensor
@@ -54,6 +59,22 @@ class TransformWeight(Function):
 
 # weight Tensor -> {(plan, recording): (weak reference to U, copy of the weight's values)}
 _made = weakref.WeakKeyDictionary()
+_state = {"transforms": True}
+
+
+def transforms_enabled() -> bool:
+    """False inside :func:`weights_as_given`."""
+    return _state["transforms"]
+
+
+@contextlib.contextmanager
+def weights_as_given():
+    """Context manager: convolutions compute with their weights as given, never a transform."""
+    old, _state["transforms"] = _state["transforms"], False
+    try:
+        yield
+    finally:
+        _state["transforms"] = old
 
 
 def transformed_weight(W: Tensor, plan) -> Tensor:

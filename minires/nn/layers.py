@@ -17,8 +17,7 @@ import math
 import numpy as np
 
 import minires.functions as F
-from minires.autograd import Parameter, Tensor
-from minires.backend import get_array_module
+from minires.autograd import Parameter
 from minires.nn.module import Module
 
 _default_rng = np.random.default_rng(0)
@@ -156,8 +155,13 @@ class Dropout(Module):
     """Zero each element with probability ``p`` in training mode and scale the rest by
     ``1 / (1 - p)`` (inverted dropout); the identity in eval mode or when ``p == 0``.
 
-    The mask is drawn from ``rng`` (a NumPy generator, so runs are reproducible) and moved to
-    the input's device.
+    The mask is a hash of the layer's key, the number of masks it drew before and the element's
+    index (``F.dropout``), computed on the input's device: nothing random is drawn on the host
+    or copied to the GPU, and the CPU and the GPU draw the same masks. The buffer ``state``
+    (int64 ``[key, calls]``) is saved with the model, so a resumed run draws the masks an
+    uninterrupted one would have. The key comes from ``rng`` (a child generator of it, so the
+    values drawn from ``rng`` after this layer, the next layers' weights, stay the same as
+    without dropout); two layers made from one generator get different keys.
     """
 
     def __init__(self, p: float = 0.5, rng=None):
@@ -165,15 +169,13 @@ class Dropout(Module):
         if not 0.0 <= p < 1.0:
             raise ValueError(f"dropout probability must be in [0, 1), got {p}")
         self.p = float(p)
-        self.rng = _rng(rng)
+        key = int(_rng(rng).spawn(1)[0].integers(0, 2**63))
+        self.register_buffer("state", np.array([key, 0], dtype=np.int64))
 
     def forward(self, x):
         if not self.training or self.p == 0.0:
             return x
-        xp = get_array_module(x)
-        keep = self.rng.random(x.shape) >= self.p
-        mask = xp.asarray(keep.astype(x.dtype) / x.dtype.type(1.0 - self.p))
-        return x * Tensor(mask)
+        return F.dropout(x, self.p, self.state)
 
     def extra_repr(self) -> str:
         return f"p={self.p}"
