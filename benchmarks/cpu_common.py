@@ -10,6 +10,7 @@ side (see :func:`interleaved`). PyTorch is a benchmark-only dependency
 """
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import os
@@ -35,6 +36,21 @@ def setup_threads(threads: int | None):
     parallel.set_num_threads(n)
     torch.set_num_threads(n)
     return torch
+
+
+@contextlib.contextmanager
+def conv_algorithm(name):
+    """``MINIRES_CPU_CONV=name`` inside the block (None: as the environment says)."""
+    old = os.environ.get("MINIRES_CPU_CONV")
+    if name is not None:
+        os.environ["MINIRES_CPU_CONV"] = name
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("MINIRES_CPU_CONV", None)
+        else:
+            os.environ["MINIRES_CPU_CONV"] = old
 
 
 def cpu_model() -> str:
@@ -71,14 +87,43 @@ def environment() -> dict:
         "openblas_threads": parallel.blas_threads(),
         "torch_threads": torch.get_num_threads(),
         "torch_interop_threads": torch.get_num_interop_threads(),
+        "openblas_coretype": openblas_coretype(),
+        "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE"),
+        "MINIRES_CPU_CONV": os.environ.get("MINIRES_CPU_CONV"),
     }
     try:
         from threadpoolctl import threadpool_info
-        info["threadpools"] = [{k: p.get(k) for k in ("internal_api", "num_threads", "version",
-                                                       "filepath")} for p in threadpool_info()]
+        # Library file names without their folders: results say which library, not where.
+        keys = ("internal_api", "num_threads", "version")
+        info["threadpools"] = [dict({k: p.get(k) for k in keys},
+                                    filepath=os.path.basename(p.get("filepath", "")))
+                               for p in threadpool_info()]
     except ImportError:
         pass
     return info
+
+
+def openblas_coretype():
+    """The kernel set NumPy's OpenBLAS chose (e.g. "Haswell", "SkylakeX"), or None.
+
+    It decides minires's GEMM speed (PyTorch's convolutions do not use it): an AVX-512 CPU
+    runs the products about twice as fast with "SkylakeX" as with "Haswell", which OpenBLAS
+    takes when ``OPENBLAS_CORETYPE=Haswell`` is set in the environment."""
+    from threadpoolctl import threadpool_info
+    return next((p.get("architecture") for p in threadpool_info()
+                 if p.get("internal_api") == "openblas"), None)
+
+
+def environment_line(env: dict) -> str:
+    """The facts every printed result needs: threads, BLAS kernels, convolution path, CPU,
+    load."""
+    forced = env["OPENBLAS_CORETYPE"]
+    return (f"threads: minires {env['minires_threads']}, torch {env['torch_threads']}, numba "
+            f"{env['numba_get_num_threads']}, OpenBLAS {env['openblas_threads']}; OpenBLAS "
+            f"kernels {env['openblas_coretype']}"
+            f"{f' (OPENBLAS_CORETYPE={forced})' if forced else ''}; minires conv "
+            f"{env['MINIRES_CPU_CONV'] or 'auto'}; {env['cpu_model']}; load "
+            f"{[round(v, 1) for v in env['load_average'] or []]}")
 
 
 def _numba_layer():

@@ -26,9 +26,9 @@ On a machine shared with other work, read the ratios, not the milliseconds, and 
 waiting for a core and is the least load-sensitive comparison.
 
 The OpenBLAS kernels in use are printed and saved (``openblas_coretype``): minires's products
-run through NumPy's OpenBLAS, whose DYNAMIC_ARCH detection (0.3.31) does not know AMD Zen 5 and
-falls back to its AVX2 "Haswell" kernels there; ``OPENBLAS_CORETYPE=SkylakeX`` in the
-environment selects its AVX-512 kernels (the small products run about twice as fast).
+run through NumPy's OpenBLAS, which picks its kernels for the CPU when it is loaded, unless
+``OPENBLAS_CORETYPE`` in the environment names a set; ``OPENBLAS_CORETYPE=Haswell`` on an
+AVX-512 CPU halves the speed of the small products (see docs/performance.md).
 """
 from __future__ import annotations
 
@@ -40,8 +40,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from cpu_common import (environment, interleaved, print_table, save_json,  # noqa: E402
-                        setup_threads, summarize)
+from cpu_common import (environment, environment_line, interleaved, print_table,  # noqa: E402
+                        save_json, setup_threads, summarize)
 
 # (C, OC, H, stride): the convolution shapes of ResNet-20 on 32x32 inputs; all 3x3, pad 1.
 LAYERS = [(16, 16, 32, 1), (32, 32, 16, 1), (64, 64, 8, 1), (3, 16, 32, 1), (16, 32, 32, 2),
@@ -100,16 +100,6 @@ def layer_cases(torch, C, OC, H, S, N, tiles, dtype):
     return cases
 
 
-def openblas_coretype():
-    """The kernel set NumPy's OpenBLAS chose (e.g. "Haswell", "SkylakeX"), or None."""
-    try:
-        from threadpoolctl import threadpool_info
-    except ImportError:
-        return None
-    return next((p.get("architecture") for p in threadpool_info()
-                 if p.get("internal_api") == "openblas"), None)
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="5 repeats")
@@ -150,14 +140,12 @@ def main(argv=None):
                 "  ".join(f"{k} {v:.2f}" for k, v in row.items() if k.endswith("/torch")),
                 flush=True)
     env = environment()
-    env["openblas_coretype"] = openblas_coretype()
     sides = ["torch", "im2col"] + [f"F{m}" for m in tiles]
     columns = (["group", "case"] + [f"{s}_ms" for s in sides] +
                [f"{s}/torch" for s in sides if s != "torch"])
     print(f"\n# convolution layers, batch {args.batch}, {args.dtype}, {repeats} interleaved "
-          f"repeats, {args.clock} time, medians (ms) and ratios to torch; threads: minires "
-          f"{env['minires_threads']}, torch {env['torch_threads']}; OpenBLAS kernels "
-          f"{env['openblas_coretype']}; {env['cpu_model']}; load {env['load_average']}")
+          f"repeats, {args.clock} time, medians (ms) and ratios to torch; "
+          f"{environment_line(env)}")
     print_table(rows, columns)
     path = save_json("cpu_conv_layers", {"environment": env, "batch": args.batch,
                                          "dtype": args.dtype, "repeats": repeats,

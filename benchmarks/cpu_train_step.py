@@ -10,6 +10,14 @@ repeats; the ratio minires / torch is the figure of merit.
     python benchmarks/cpu_train_step.py --quick            # ResNet-20 only, about a minute
     python benchmarks/cpu_train_step.py                    # ResNet-20 and ResNet-56
     python benchmarks/cpu_train_step.py --profile          # + per-op breakdown and cProfile
+    python benchmarks/cpu_train_step.py --also im2col      # + minires with im2col only
+
+``--also im2col`` (or ``winograd2``, ``winograd4``) times a second minires model forced onto
+that convolution algorithm (``MINIRES_CPU_CONV``) in the same interleaved run, from the same
+weights: the gain of the default rule, measured under the same load. On a machine busy with
+other work, ``--threads 1 --clock cpu`` (process CPU time, one thread per side) is the least
+load-sensitive comparison: PyTorch's OpenMP workers spin-wait, so a loaded machine inflates its
+wall time far more than minires's.
 
 ``--profile`` adds, for ResNet-20 unshared: minires time per Function class (forward and
 backward) and per optimizer step, PyTorch's ``torch.profiler`` self-CPU time per op, both from
@@ -29,8 +37,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from cpu_common import (environment, interleaved, print_table, save_json,  # noqa: E402
-                        setup_threads, summarize)
+from cpu_common import (conv_algorithm, environment, environment_line, interleaved,  # noqa: E402
+                        print_table, save_json, setup_threads, summarize)
 from torch_resnet import torch_resnet  # noqa: E402
 
 
@@ -49,31 +57,41 @@ def copy_weights(torch, model, net):
                            f"{missing.unexpected_keys}")
 
 
-def make_pair(torch, depth, share, batch, seed=0):
-    """Matching minires and torch training steps (callables) on one fixed batch."""
+def make_steps(torch, depth, share, batch, also=(), seed=0):
+    """Matching training steps on one fixed batch, from the same initial weights: ``minires``
+    (the convolution algorithm of the environment), ``minires-<name>`` for each algorithm in
+    ``also``, and ``torch``. Returns ``(steps, first losses, parameter counts)``."""
     import minires.functions as F
     from minires.models import resnet
     from minires.optim import SGD
 
-    model = resnet(depth=depth, num_classes=10, share=share, shortcut="A", seed=seed)
-    model.train()
-    opt = SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((batch, 3, 32, 32), dtype=np.float32)
+    labels = rng.integers(0, 10, batch)
+    losses, steps = {}, {}
+
+    def minires_step(name, algorithm):
+        model = resnet(depth=depth, num_classes=10, share=share, shortcut="A", seed=seed)
+        model.train()
+        opt = SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
+
+        def step():
+            with conv_algorithm(algorithm):
+                opt.zero_grad()
+                loss = F.softmax_cross_entropy(model(x), labels)
+                loss.backward()
+                opt.step()
+            losses.setdefault(name, float(loss.item()))
+        return model, step
+
+    model, steps["minires"] = minires_step("minires", None)
+    for algorithm in also:
+        steps[f"minires-{algorithm}"] = minires_step(f"minires-{algorithm}", algorithm)[1]
     net = torch_resnet(torch, depth, share)
     copy_weights(torch, model, net)
     net.train()
     topt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
-    rng = np.random.default_rng(seed)
-    x = rng.standard_normal((batch, 3, 32, 32), dtype=np.float32)
-    labels = rng.integers(0, 10, batch)
     tx, tlabels = torch.from_numpy(x), torch.from_numpy(labels)
-    losses = {}
-
-    def minires_step():
-        opt.zero_grad()
-        loss = F.softmax_cross_entropy(model(x), labels)
-        loss.backward()
-        opt.step()
-        losses.setdefault("minires", float(loss.item()))
 
     def torch_step():
         topt.zero_grad(set_to_none=True)
@@ -81,10 +99,11 @@ def make_pair(torch, depth, share, batch, seed=0):
         loss.backward()
         topt.step()
         losses.setdefault("torch", float(loss.item()))
+    steps["torch"] = torch_step
 
     n_params = (sum(int(np.prod(p.shape)) for p in model.parameters()),
                 sum(p.numel() for p in net.parameters()))
-    return minires_step, torch_step, losses, n_params
+    return steps, losses, n_params
 
 
 def breakdown(torch, minires_step, torch_step, steps=3):
@@ -150,7 +169,9 @@ def cprofile_top(step, steps=3, top=25) -> str:
         step()
     prof.disable()
     out = io.StringIO()
-    pstats.Stats(prof, stream=out).sort_stats("tottime").print_stats(top)
+    stats = pstats.Stats(prof, stream=out)
+    stats.strip_dirs()  # file names without their folders
+    stats.sort_stats("tottime").print_stats(top)
     return out.getvalue()
 
 
@@ -166,37 +187,46 @@ def main(argv=None):
     parser.add_argument("--lead-in", type=float, default=0.05,
                         help="seconds of untimed steps before each timed one (at least one "
                              "step; absorbs the spinning of the other side's threads)")
+    parser.add_argument("--also", default="",
+                        help="comma-separated convolution algorithms (im2col, winograd2, "
+                             "winograd4) to time as extra minires sides")
+    parser.add_argument("--clock", default="wall", choices=("wall", "cpu"),
+                        help="wall time, or the process's CPU time (needs --threads 1)")
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
+    if args.clock == "cpu" and args.threads != 1:
+        parser.error("--clock cpu needs --threads 1 (CPU time counts spinning worker threads)")
+    clock = time.process_time if args.clock == "cpu" else time.perf_counter
+    also = [a for a in args.also.split(",") if a]
     torch = setup_threads(args.threads)
     depths = [int(d) for d in (args.depths or ("20" if args.quick else "20,56")).split(",")]
     repeats = args.repeats or (5 if args.quick else 11)
     rows, extra = [], {}
     for depth in depths:
         for share in args.shares.split(","):
-            m_step, t_step, losses, n_params = make_pair(torch, depth, share, args.batch)
-            times = interleaved({"minires": m_step, "torch": t_step}, repeats, warmup=2,
-                                lead_in=args.lead_in)
+            steps, losses, n_params = make_steps(torch, depth, share, args.batch, also)
+            times = interleaved(steps, repeats, warmup=2, lead_in=args.lead_in, clock=clock)
             row = summarize("train step", f"ResNet-{depth} share={share}", times)
             row.update(params_minires=n_params[0], params_torch=n_params[1],
-                       first_loss_minires=round(losses["minires"], 5),
-                       first_loss_torch=round(losses["torch"], 5))
+                       **{f"first_loss_{k}": round(v, 5) for k, v in losses.items()})
             rows.append(row)
-            print(f"# {row['case']}: minires {row['minires_ms']} ms, torch {row['torch_ms']} "
-                  f"ms, ratio {row['minires/torch']} (first loss {row['first_loss_minires']} vs "
-                  f"{row['first_loss_torch']})", flush=True)
+            print(f"# {row['case']}: " + ", ".join(
+                f"{name} {row[name + '_ms']} ms" for name in steps) + "; " + ", ".join(
+                f"{name}/torch {row[name + '/torch']}" for name in steps if name != "torch") +
+                " (first losses " + " / ".join(f"{v:.5f}" for v in losses.values()) + ")",
+                flush=True)
             if args.profile and depth == depths[0] and share == "none":
+                m_step, t_step = steps["minires"], steps["torch"]
                 m_rows, m_total, t_rows = breakdown(torch, m_step, t_step)
                 extra["breakdown"] = {"minires_total_ms": m_total, "minires": m_rows,
                                       "torch": t_rows[:25]}
                 extra["cprofile"] = cprofile_top(m_step)
     env = environment()
-    print(f"# minires vs torch, training step, batch {args.batch}, float32, {repeats} repeats; "
-          f"threads: minires {env['minires_threads']}, torch {env['torch_threads']}, "
-          f"numba {env['numba_get_num_threads']}, OpenBLAS {env['openblas_threads']}; "
-          f"lead-in {args.lead_in} s; {env['cpu_model']}; load {env['load_average']}")
-    print_table(rows, ["case", "minires_ms", "torch_ms", "minires/torch", "params_minires",
-                       "params_torch"])
+    print(f"# minires vs torch, training step, batch {args.batch}, float32, {repeats} repeats, "
+          f"{args.clock} time, lead-in {args.lead_in} s; {environment_line(env)}")
+    sides = ["minires"] + [f"minires-{a}" for a in also]
+    print_table(rows, ["case"] + [f"{s}_ms" for s in sides + ["torch"]] +
+                [f"{s}/torch" for s in sides] + ["params_minires", "params_torch"])
     if "breakdown" in extra:
         b = extra["breakdown"]
         print(f"\n# minires per-op breakdown (ResNet-{depths[0]}, ms per step; total "
@@ -210,6 +240,7 @@ def main(argv=None):
         print(extra["cprofile"])
     path = save_json("cpu_train_step", {"environment": env, "batch": args.batch,
                                         "repeats": repeats, "lead_in": args.lead_in,
+                                        "clock": args.clock,
                                         "rows": rows, **extra}, args.json)
     print(f"# saved {path}")
 

@@ -2,7 +2,8 @@
 
 ``config.json``
     the resolved configuration, the dataset's sizes and normalisation, the model's parameter
-    count, the versions of minires and its dependencies, Python, the platform, the start time.
+    count, the versions of minires and its dependencies, Python, the platform, the BLAS library
+    and its kernel set, the CPU convolution algorithm in force, the start time.
 ``metrics.jsonl`` and ``metrics.csv``
     one row per completed epoch with :data:`METRIC_COLUMNS`. Errors are fractions in [0, 1];
     ``lr`` is the rate at the start of the epoch; ``seconds`` is the whole epoch (training and
@@ -31,9 +32,12 @@ import sys
 import warnings
 from importlib import metadata
 
+from threadpoolctl import threadpool_info
+
 from minires import __version__
 from minires.atomicfile import remove_stale_temps, write_text
 from minires.errors import DataError
+from minires.kernels.cpu import conv as cpu_conv
 from minires.lockfile import LockFile, StaleLockWarning
 
 METRIC_COLUMNS = ("epoch", "lr", "train_loss", "train_error", "test_loss", "test_error",
@@ -106,9 +110,12 @@ class RunDirectory:
 
     def write_config(self, record: dict) -> None:
         """Write ``config.json``: ``record`` (the settings and facts of the run, its start time
-        included) plus the package versions, Python and the platform."""
+        included) plus the package versions, Python, the platform and what decides the CPU's
+        speed: the BLAS libraries (their kernel set, e.g. OpenBLAS "Haswell" or "SkylakeX") and
+        the convolution algorithm (``MINIRES_CPU_CONV``)."""
         info = dict(record, versions=package_versions(), python=sys.version.split()[0],
-                    platform=platform.platform())
+                    platform=platform.platform(), blas=blas_libraries(),
+                    cpu_conv=cpu_conv.algorithm())
         write_text(self.config_file, json.dumps(info, indent=2) + "\n")
 
     def recorded_start(self) -> str | None:
@@ -199,6 +206,14 @@ def dataset_label(dataset) -> str:
     base = os.path.basename(os.path.normpath(os.fspath(dataset)))
     stem = os.path.splitext(base)[0] if base.endswith((".h5", ".hdf5")) else base
     return re.sub(r"[^A-Za-z0-9._+-]", "_", stem) or "dataset"
+
+
+def blas_libraries() -> list:
+    """The BLAS libraries loaded in this process (normally NumPy's OpenBLAS): API, version,
+    kernel set (``architecture``) and threads, as ``threadpoolctl`` reports them."""
+    keys = ("internal_api", "version", "architecture", "num_threads")
+    return [{key: library.get(key) for key in keys}
+            for library in threadpool_info() if library.get("user_api") == "blas"]
 
 
 def package_versions() -> dict:

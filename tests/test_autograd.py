@@ -197,24 +197,27 @@ def test_views_and_arrays_returned_twice_are_copied_for_leaves():
     np.testing.assert_array_equal(g, [1.0, 2.0])
 
 
-def test_fresh_gradients_from_the_kernels_are_stored_without_a_copy(monkeypatch):
+@pytest.mark.parametrize("algorithm", ["im2col", "winograd4"])
+def test_fresh_gradients_from_the_kernels_are_stored_without_a_copy(algorithm, monkeypatch):
     """The private-gradient guarantee costs no copy where none is needed: a convolution's
-    freshly allocated gx and gW become the leaves' .grad as they are."""
+    freshly allocated gx and gW (with Winograd: the adjoint weight transform's gW) become the
+    leaves' .grad as they are."""
     from minires.kernels import cpu
 
-    returned = []
-    original = cpu.conv2d_backward
-
-    def recording(*args, **kwargs):
-        returned.append(original(*args, **kwargs))
-        return returned[-1]
-
-    monkeypatch.setattr(cpu, "conv2d_backward", recording)
+    returned = {}
+    for name in ("conv2d_backward", "conv2d_transform_weight_adjoint"):
+        def recording(*args, original=getattr(cpu, name), name=name, **kwargs):
+            returned[name] = original(*args, **kwargs)
+            return returned[name]
+        monkeypatch.setattr(cpu, name, recording)
+    monkeypatch.setenv("MINIRES_CPU_CONV", algorithm)
     rng = np.random.default_rng(0)
     x = minires.Tensor(rng.standard_normal((2, 3, 5, 5)), requires_grad=True)
     W = minires.Parameter(rng.standard_normal((4, 3, 3, 3)))
     F.conv2d(x, W, pad=1).backward(rng.standard_normal((2, 4, 5, 5)))
-    (gx, gW), = returned
+    gx, gW = returned["conv2d_backward"]
+    if algorithm != "im2col":
+        gW = returned["conv2d_transform_weight_adjoint"]
     assert x.grad is gx and W.grad is gW
 
 

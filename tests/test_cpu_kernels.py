@@ -11,7 +11,7 @@ import minires.functions as F
 from cuda_kernel_checks import GEOMETRIES
 from minires.autograd import Tensor
 from minires.gradcheck import assert_gradcheck
-from minires.kernels.cpu import activation, conv, parallel
+from minires.kernels.cpu import activation, conv, conv_im2col, parallel
 from minires.kernels.cpu import batchnorm as bn
 
 # (N, C, H, W, OC, KH, KW, SH, SW, PH, PW)
@@ -96,7 +96,7 @@ def test_conv_chunking_does_not_change_results(geometry, monkeypatch):
     gy = rng.standard_normal(conv.conv2d_forward(x, W, SH, SW, PH, PW)[0].shape)
     results = []
     for chunk_bytes in (1, 1 << 30):
-        monkeypatch.setattr(conv, "CHUNK_BYTES", chunk_bytes)
+        monkeypatch.setattr(conv_im2col, "CHUNK_BYTES", chunk_bytes)
         y, saved = conv.conv2d_forward(x, W, SH, SW, PH, PW)
         results.append((y, *conv.conv2d_backward(gy, W, saved, SH, SW, PH, PW)))
     for a, b in zip(*results):

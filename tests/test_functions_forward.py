@@ -28,8 +28,10 @@ def test_conv2d_matches_loops(x_shape, w_shape, stride, pad, dtype):
     y = F.conv2d(minires.Tensor(x), minires.Tensor(W), minires.Tensor(b), stride=stride, pad=pad)
     expected = conv2d_loops(x, W, b, pair(stride), pair(pad))
     assert y.dtype == dtype
-    tol = 1e-5 if dtype == np.float32 else 1e-12
-    np.testing.assert_allclose(y.data, expected, rtol=tol, atol=tol)
+    # float32: 3x3 stride-1 convolutions run as Winograd F(4x4, 3x3), whose error is bounded
+    # relative to the largest output (tests/test_winograd.py), not per element.
+    tol = 2e-5 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(y.data, expected, rtol=0, atol=tol * np.abs(expected).max())
 
 
 def test_conv2d_rejects_channel_mismatch():

@@ -65,6 +65,8 @@ def test_run_directory_files(uninterrupted):
     assert config["device"] == "cpu" and config["num_train"] == 96 and config["num_test"] == 48
     assert set(config["versions"]) >= {"minires", "numpy", "numba", "h5py", "click"}
     assert config["python"].count(".") == 2
+    assert config["cpu_conv"] in ("auto", "im2col", "winograd2", "winograd4")
+    assert config["blas"] and {"version", "architecture"} <= set(config["blas"][0])
     last = load_checkpoint(run_dir / "last.h5")
     best = load_checkpoint(run_dir / "best.h5")
     assert last.epoch == 2 and last.metrics == rows

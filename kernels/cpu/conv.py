@@ -1,154 +1,45 @@
-"""2-D convolution on the CPU: a few images at a time, patches in GEMM-ready rows, never the
-whole batch's patch matrix.
+"""2-D convolution on the CPU: the conv family of the backend interface.
 
-The classic im2col builds ``col (N, C*KH*KW, OH*OW)`` for the whole batch (75 MB for one
-16-channel 32x32 layer at batch 128), writes it to memory, and reads it back in the matrix
-product. Here each worker thread (see :mod:`parallel`) takes a slice of the batch and, for a
-chunk of a few images at a time that fits in its L2 cache:
+Two algorithms, chosen per layer shape by :func:`conv2d_weight_plan`:
 
-1. copies each image into a zero-bordered *channels-last* scratch ``xpad (H+2PH, (W+2PW)*C)``
-   (the border is written once and never again, so padding costs nothing per image);
-2. builds ``col (n*OH*OW, KH*KW*C)``, one row per output pixel: for stride 1 a kernel row
-   ``(kw, c)`` is one contiguous run of ``KW*C`` values of ``xpad``, so this is a few short
-   memcpy's per pixel instead of a bounds test per value;
-3. runs one BLAS product ``col @ Wt`` with ``Wt (KH*KW*C, OC)``, whose long ``M = n*OH*OW``
-   dimension keeps BLAS efficient even for 16 output channels (``Wm @ col`` with ``M = OC = 16``
-   ran at half the speed);
-4. transposes the ``(OH*OW, OC)`` rows back into ``y[n] (OC, OH, OW)``.
+* **Winograd** (:mod:`winograd`, F(4x4, 3x3) or F(2x2, 3x3)) for 3x3 stride-1 convolutions:
+  2.25 to 4 times fewer multiplications than a direct or im2col convolution, for the price of
+  transforming the weight ``W`` into ``U = G W G^T`` first. The transform is its own step of
+  the interface (:func:`conv2d_transform_weight` and its adjoint), so that a weight used by two
+  convolutions (a shared block) is transformed once and its two gradients are added as ``gU``
+  before one adjoint transform (``minires.functions.conv`` builds that graph).
+* **im2col** (:mod:`conv_im2col`) for every other shape (stride 2, 1x1 kernels), and for any
+  shape when told to.
 
-The backward pass recomputes ``col`` chunk by chunk instead of keeping it from the forward pass
-(recomputing from cache is cheaper than storing and re-reading it, and saves ~1 GB for
-ResNet-20 at batch 128):
+The rule (measured with ``benchmarks/cpu_conv_layers.py``, see docs/performance.md): Winograd
+wherever it applies, F(4x4) unless its tiles overhang too much or are too few to amortise ``U``
+(:func:`winograd.choose_tile_size`). The environment variable ``MINIRES_CPU_CONV`` forces one
+path for comparisons: ``auto`` (the rule), ``im2col``, ``winograd2`` or ``winograd4`` (Winograd
+applies to 3x3 stride-1 convolutions only; the others stay im2col whatever is forced).
 
-* ``gW = sum_n gy[n] (OC, P) @ col[n] (P, K)``, one partial sum per worker, added in order;
-* ``gx`` for stride 1 is itself a convolution: of ``gy`` with the flipped, channel-transposed
-  kernel and padding ``KH-1-PH``, so it reuses the forward pipeline and needs no col2im;
-* ``gx`` for other strides: ``gcol = gy_rows @ Wt.T``, then a col2im that adds each chunk's
-  rows into the channels-last scratch and transposes it back to ``(C, H, W)``.
-
-The whole-batch ``im2col``/``col2im`` of the backend interface (NCHW patches
-``(N, C, KH, KW, OH, OW)``, the layout the CUDA kernels use) are here too: the convolution does
-not need them, but ``max_pool2d`` takes its windows through them on both devices, and they show
-the patch matrix in its plainest form.
-
-Every kernel is a plain Python function (``*_body``) compiled with ``nogil=True`` so that the
-workers run in parallel; each works for float32 and float64.
+The whole-batch ``im2col``/``col2im`` of the interface (NCHW patches ``(N, C, KH, KW, OH, OW)``,
+the layout the CUDA kernels use) are here too: the convolutions do not need them, but
+``max_pool2d`` takes its windows through them on both devices.
 """
 from __future__ import annotations
+
+import os
 
 import numpy as np
 from numba import njit, prange
 
-from minires.kernels.cpu import parallel
+from minires.kernels.cpu import conv_im2col, parallel, winograd
 from minires.kernels.interface import ConvSaved, conv_output_size
 
-__all__ = ["im2col", "col2im", "conv2d_forward", "conv2d_backward"]
+__all__ = ["im2col", "col2im", "conv2d_forward", "conv2d_backward", "conv2d_weight_plan",
+           "conv2d_transform_weight", "conv2d_transform_weight_adjoint"]
 
-#: Bytes of patch rows per chunk: about one core's L2 cache (256 KB to 2 MB measured the same
-#: within noise; 1 MB was a little better for the 3-channel first layer).
-CHUNK_BYTES = 1024 * 1024
-#: Pixels per tile of the NCHW <-> rows transposes.
-TILE = 32
-
-
-# Indexing style: every inner loop indexes a 1-D *view* with a bare ``range`` variable. numba
-# follows Python's negative-index semantics, so ``a[i + offset]`` with an offset it cannot prove
-# non-negative costs a wrap-around test per element and stops LLVM from vectorising the loop
-# (the copies below ran at 7 GB/s that way and at over 40 GB/s written like this).
-
-
-def pad_hwc_body(x, n, xpad, PH, PW):
-    """Copy image ``x[n] (C, H, W)`` into the interior of ``xpad (H+2PH, (W+2PW)*C)``."""
-    _, C, H, W = x.shape
-    for h in range(H):
-        drow = xpad[h + PH]
-        for c in range(C):
-            src = x[n, c, h]
-            dst = drow[PW * C + c:]
-            for w in range(W):
-                dst[w * C] = src[w]
-
-
-def im2col_hwc_body(x, n0, n1, xpad, col, KH, KW, SH, SW, PH, PW):
-    """Rows of patches of images ``x[n0:n1]`` into ``col (n*OH*OW, KH*KW*C)``, ordered
-    ``(kh, kw, c)`` within a row. ``xpad`` is a scratch ``(H+2PH, (W+2PW)*C)`` whose border
-    is zero on entry (and stays zero)."""
-    _, C, H, W = x.shape
-    OH = (H + 2 * PH - KH) // SH + 1
-    OW = (W + 2 * PW - KW) // SW + 1
-    KWC = KW * C
-    for n in range(n0, n1):
-        _pad_hwc(x, n, xpad, PH, PW)
-        rows = col[(n - n0) * OH * OW:]
-        for oh in range(OH):
-            for ow in range(OW):
-                row = rows[oh * OW + ow]
-                for kh in range(KH):
-                    src = xpad[oh * SH + kh, ow * SW * C:]
-                    dst = row[kh * KWC:]
-                    for j in range(KWC):
-                        dst[j] = src[j]
-
-
-def col2im_hwc_body(col, n0, n1, xpad, gx, KH, KW, SH, SW, PH, PW):
-    """Adjoint of :func:`im2col_hwc_body`: add the rows ``col (n*OH*OW, KH*KW*C)`` of images
-    ``n0:n1`` back into ``gx[n] (C, H, W)`` (overwritten). ``xpad`` is scratch."""
-    _, C, H, W = gx.shape
-    OH = (H + 2 * PH - KH) // SH + 1
-    OW = (W + 2 * PW - KW) // SW + 1
-    KWC = KW * C
-    for n in range(n0, n1):
-        xpad[:, :] = 0
-        rows = col[(n - n0) * OH * OW:]
-        for oh in range(OH):
-            for ow in range(OW):
-                row = rows[oh * OW + ow]
-                for kh in range(KH):
-                    dst = xpad[oh * SH + kh, ow * SW * C:]
-                    src = row[kh * KWC:]
-                    for j in range(KWC):
-                        dst[j] += src[j]
-        for h in range(H):
-            srow = xpad[h + PH]
-            for c in range(C):
-                src = srow[PW * C + c:]
-                dst = gx[n, c, h]
-                for w in range(W):
-                    dst[w] = src[w * C]
-
-
-def rows_to_nchw_body(rows, y, n0):
-    """``y[n0 + i, oc, p] = rows[i*P + p, oc]`` for ``rows (n*P, OC)``, ``y (N, OC, P)``.
-
-    Tiled by ``TILE`` pixels: writing a whole row of ``y`` per channel would touch ``OC``
-    streams exactly ``P`` floats apart, which for ``P = 1024`` all map to the same cache sets."""
-    _, OC, P = y.shape
-    for i in range(rows.shape[0] // P):
-        yn = y[n0 + i]
-        block = rows[i * P:]
-        for p0 in range(0, P, TILE):
-            tile = block[p0:]
-            m = min(TILE, P - p0)
-            for oc in range(OC):
-                dst = yn[oc, p0:]
-                for j in range(m):
-                    dst[j] = tile[j, oc]
-
-
-def nchw_to_rows_body(g, n0, n1, rows):
-    """``rows[(n - n0)*P + p, oc] = g[n, oc, p]`` for ``g (N, OC, P)``, ``rows (n*P, OC)``;
-    tiled like :func:`rows_to_nchw_body`."""
-    _, OC, P = g.shape
-    for n in range(n0, n1):
-        gn = g[n]
-        block = rows[(n - n0) * P:]
-        for p0 in range(0, P, TILE):
-            tile = block[p0:]
-            m = min(TILE, P - p0)
-            for oc in range(OC):
-                src = gn[oc, p0:]
-                for j in range(m):
-                    tile[j, oc] = src[j]
+#: Values of ``MINIRES_CPU_CONV``.
+ALGORITHMS = ("auto", "im2col", "winograd2", "winograd4")
+ENV_VARIABLE = "MINIRES_CPU_CONV"
+#: The plans :func:`conv2d_weight_plan` hands out: the domain a weight is computed in.
+PLANS = {2: "winograd F(2x2,3x3)", 4: "winograd F(4x4,3x3)"}
+_TILE_OF_PLAN = {plan: m for m, plan in PLANS.items()}
 
 
 def im2col_body(x, col, SH, SW, PH, PW):
@@ -196,12 +87,6 @@ def col2im_body(col, x, SH, SW, PH, PW):
                             x[n, c, ih, iw] += col[n, c, kh, kw, oh, ow]
 
 
-_jit = njit(nogil=True, cache=True)
-_pad_hwc = _jit(pad_hwc_body)
-_im2col_hwc = _jit(im2col_hwc_body)
-_col2im_hwc = _jit(col2im_hwc_body)
-_rows_to_nchw = _jit(rows_to_nchw_body)
-_nchw_to_rows = _jit(nchw_to_rows_body)
 # Whole-batch kernels on numba's own thread pool: they run alone, never between BLAS calls.
 _im2col_nchw = njit(parallel=True, cache=True)(im2col_body)
 _col2im_nchw = njit(parallel=True, cache=True)(col2im_body)
@@ -224,73 +109,89 @@ def col2im(col, H: int, W: int, SH: int, SW: int, PH: int, PW: int):
     return x
 
 
-def _chunk(per_image_bytes: int) -> int:
-    return max(1, CHUNK_BYTES // max(1, per_image_bytes))
+def algorithm() -> str:
+    """The algorithm in force: ``MINIRES_CPU_CONV`` (read on every call, so that tests and
+    benchmarks can switch within a process), ``auto`` when it is not set."""
+    name = os.environ.get(ENV_VARIABLE, "auto")
+    if name not in ALGORITHMS:
+        raise ValueError(f"{ENV_VARIABLE} must be one of {', '.join(ALGORITHMS)}, got {name!r}")
+    return name
 
 
-def _weight_rows(W):
-    """``W (OC, C, KH, KW)`` as ``Wt (KH*KW*C, OC)``, rows ordered like a patch row."""
-    OC = W.shape[0]
-    return np.ascontiguousarray(W.transpose(2, 3, 1, 0).reshape(-1, OC))
+def conv2d_weight_plan(x_shape, W_shape, SH: int, SW: int, PH: int, PW: int):
+    """The domain the convolution of ``x (N, C, H, W)`` with ``W (OC, C, KH, KW)`` computes
+    its weight in: a Winograd plan (then pass ``conv2d_transform_weight(W, plan)`` and the plan
+    to :func:`conv2d_forward`), or None for ``W`` as it is (im2col)."""
+    name = algorithm()
+    if name == "im2col":
+        return None
+    m = winograd.choose_tile_size(x_shape, W_shape, (SH, SW), (PH, PW),
+                                  workers=parallel.num_threads())
+    if m is None:  # no Winograd path for this shape
+        return None
+    return PLANS[{"winograd2": 2, "winograd4": 4}.get(name, m)]
 
 
-def conv2d_forward(x, W, SH: int, SW: int, PH: int, PW: int, need_gW: bool = True):
-    """Cross-correlation of ``x (N, C, H, W)`` with ``W (OC, C, KH, KW)`` (zero padding ``PH,
-    PW``, stride ``SH, SW``).
+def _tile(plan) -> int:
+    if plan not in _TILE_OF_PLAN:
+        raise ValueError(f"unknown CPU convolution plan {plan!r}; expected one of "
+                         f"{', '.join(map(repr, PLANS.values()))} or None")
+    return _TILE_OF_PLAN[plan]
 
-    Returns ``(y (N, OC, OH, OW), saved)``; ``saved`` (a :class:`ConvSaved`) keeps the input
-    for the weight gradient only when ``need_gW``.
+
+def conv2d_transform_weight(W, plan):
+    """``W (OC, C, 3, 3)`` in the domain of ``plan``: Winograd's ``U (a*a, C, OC)``."""
+    return winograd.weight_transform(W, _tile(plan))
+
+
+def conv2d_transform_weight_adjoint(gU, plan):
+    """The gradient w.r.t. ``W`` for a gradient ``gU`` w.r.t. ``conv2d_transform_weight(W,
+    plan)`` (the adjoint of the transform; ``gU`` may be the sum over several uses)."""
+    return winograd.weight_transform_adjoint(gU, _tile(plan))
+
+
+def conv2d_forward(x, W, SH: int, SW: int, PH: int, PW: int, need_gW: bool = True, plan=None):
+    """Cross-correlation of ``x (N, C, H, W)`` with the weight ``W`` (zero padding ``PH, PW``,
+    stride ``SH, SW``).
+
+    ``W``: ``(OC, C, KH, KW)`` when ``plan`` is None (im2col), else the weight in that plan's
+    domain (:func:`conv2d_transform_weight`). Returns ``(y (N, OC, OH, OW), saved)``; ``saved``
+    (a :class:`ConvSaved`) keeps the input for the weight gradient only when ``need_gW``.
     """
     x = np.ascontiguousarray(x)
-    return _forward(x, W, SH, SW, PH, PW), ConvSaved(x.shape, x if need_gW else None)
-
-
-def _forward(x, W, SH, SW, PH, PW):
-    N, C, H, Wd = x.shape
-    OC, _, KH, KW = W.shape
-    OH, OW = conv_output_size(H, KH, SH, PH), conv_output_size(Wd, KW, SW, PW)
-    P, K = OH * OW, KH * KW * C
-    Wt = _weight_rows(W).astype(x.dtype, copy=False)
-    y = np.empty((N, OC, P), dtype=x.dtype)
-    step = _chunk(P * K * x.itemsize)
-
-    def task(start, stop):
-        xpad = np.zeros((H + 2 * PH, (Wd + 2 * PW) * C), dtype=x.dtype)
-        col = np.empty((min(step, stop - start) * P, K), dtype=x.dtype)
-        rows = np.empty((col.shape[0], OC), dtype=x.dtype)
-        for n0 in range(start, stop, step):
-            n1 = min(n0 + step, stop)
-            m = (n1 - n0) * P
-            _im2col_hwc(x, n0, n1, xpad, col[:m], KH, KW, SH, SW, PH, PW)
-            np.matmul(col[:m], Wt, out=rows[:m])
-            _rows_to_nchw(rows[:m], y, n0)
-
-    parallel.run_split(task, N)
-    return y.reshape(N, OC, OH, OW)
+    saved = ConvSaved(x.shape, x if need_gW else None, plan)
+    if plan is None:
+        return conv_im2col.forward(x, W, SH, SW, PH, PW), saved
+    _check_winograd_stride(SH, SW)
+    return winograd.winograd_forward(x, W, _tile(plan), PH, PW), saved
 
 
 def conv2d_backward(gy, W, saved: ConvSaved, SH: int, SW: int, PH: int, PW: int,
                     need_gx: bool = True, need_gW: bool = True, gW_into=None):
     """Gradients ``(gx, gW)`` of :func:`conv2d_forward` for upstream ``gy (N, OC, OH, OW)``;
-    an entry is None when not asked for (``need_gW`` needs a forward run with ``need_gW``).
+    ``W`` and ``gW`` are in the domain of the forward pass's plan (``saved.plan``). An entry is
+    None when not asked for (``need_gW`` needs a forward run with ``need_gW``).
 
     ``gW_into``: an existing gradient of W's shape and dtype to add the weight gradient into
     (and return as ``gW``), instead of a new array.
     """
     gy = np.ascontiguousarray(gy)
-    N, C, H, Wd = saved.x_shape
-    OC, _, KH, KW = W.shape
-    gx = gW = None
-    if need_gx:
-        if SH == 1 and SW == 1 and PH <= KH - 1 and PW <= KW - 1:
-            # gx is the full correlation of gy with the flipped kernel, channels swapped.
-            Wflip = np.ascontiguousarray(W.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1])
-            gx = _forward(gy, Wflip, 1, 1, KH - 1 - PH, KW - 1 - PW)  # (N, C, H, W)
-        else:
-            gx = _conv2d_backward_data(W, gy, saved.x_shape, SH, SW, PH, PW)
+    x = None
     if need_gW:
+        if saved.for_gW is None:
+            raise ValueError("conv2d_backward: the weight gradient needs a forward pass run "
+                             "with need_gW=True")
         x = np.ascontiguousarray(saved.for_gW, dtype=gy.dtype)
-        gW = _conv2d_backward_weight(x, gy, KH, KW, SH, SW, PH, PW).astype(W.dtype, copy=False)
+    if saved.plan is None:
+        KH, KW = W.shape[2:]
+        gx = conv_im2col.backward_data(W, gy, saved.x_shape, SH, SW, PH, PW) if need_gx else None
+        gW = conv_im2col.backward_weight(x, gy, KH, KW, SH, SW, PH, PW) if need_gW else None
+    else:
+        _check_winograd_stride(SH, SW)
+        gx, gW = winograd.winograd_backward(x, gy, W, _tile(saved.plan), PH, PW, need_gx,
+                                            need_gW, saved.x_shape)
+    if gW is not None:
+        gW = gW.astype(W.dtype, copy=False)
         if gW_into is not None:
             if gW_into.shape != W.shape or gW_into.dtype != W.dtype:
                 raise ValueError(f"gW_into must be a {W.dtype} array of shape {W.shape}")
@@ -299,56 +200,6 @@ def conv2d_backward(gy, W, saved: ConvSaved, SH: int, SW: int, PH: int, PW: int,
     return gx, gW
 
 
-def _conv2d_backward_data(W, gy, x_shape, SH, SW, PH, PW):
-    N, C, H, Wd = x_shape
-    OC, _, KH, KW = W.shape
-    _, _, OH, OW = gy.shape
-    P, K = OH * OW, KH * KW * C
-    WtT = np.ascontiguousarray(_weight_rows(W).astype(gy.dtype, copy=False).T)  # (OC, K)
-    gy3 = gy.reshape(N, OC, P)
-    gx = np.empty(x_shape, dtype=gy.dtype)
-    step = _chunk(P * K * gy.itemsize)
-
-    def task(start, stop):
-        xpad = np.empty((H + 2 * PH, (Wd + 2 * PW) * C), dtype=gy.dtype)
-        m_max = min(step, stop - start) * P
-        grows = np.empty((m_max, OC), dtype=gy.dtype)
-        gcol = np.empty((m_max, K), dtype=gy.dtype)
-        for n0 in range(start, stop, step):
-            n1 = min(n0 + step, stop)
-            m = (n1 - n0) * P
-            _nchw_to_rows(gy3, n0, n1, grows[:m])
-            np.matmul(grows[:m], WtT, out=gcol[:m])
-            _col2im_hwc(gcol[:m], n0, n1, xpad, gx, KH, KW, SH, SW, PH, PW)
-
-    parallel.run_split(task, N)
-    return gx
-
-
-def _conv2d_backward_weight(x, gy, KH, KW, SH, SW, PH, PW):
-    N, C, H, Wd = x.shape
-    _, OC, OH, OW = gy.shape
-    P, K = OH * OW, KH * KW * C
-    gy3 = gy.reshape(N, OC, P)
-    step = _chunk(P * K * x.itemsize)
-
-    def task(start, stop):
-        xpad = np.zeros((H + 2 * PH, (Wd + 2 * PW) * C), dtype=x.dtype)
-        col = np.empty((min(step, stop - start) * P, K), dtype=x.dtype)
-        acc = np.zeros((OC, K), dtype=x.dtype)
-        part = np.empty((OC, K), dtype=x.dtype)
-        for n0 in range(start, stop, step):
-            n1 = min(n0 + step, stop)
-            _im2col_hwc(x, n0, n1, xpad, col, KH, KW, SH, SW, PH, PW)
-            for n in range(n0, n1):
-                i = n - n0
-                np.matmul(gy3[n], col[i * P:(i + 1) * P], out=part)
-                acc += part
-        return acc
-
-    partials = parallel.run_split(task, N)
-    gWt = partials[0]
-    for p in partials[1:]:
-        gWt += p
-    # (OC, KH*KW*C) with columns ordered (kh, kw, c) -> (OC, C, KH, KW)
-    return np.ascontiguousarray(gWt.reshape(OC, KH, KW, C).transpose(0, 3, 1, 2))
+def _check_winograd_stride(SH, SW):
+    if (SH, SW) != (1, 1):
+        raise ValueError(f"a Winograd plan needs stride 1, got {SH}x{SW}")

@@ -21,10 +21,9 @@ kernel              per tile              used by
   tiles' values, channels innermost (``S >= T*C``; the caller pads ``S`` so that the ``a*a``
   rows do not fall on the same cache sets). ``V[xi]`` as ``(T, C)`` is the left operand BLAS
   wants for ``V[xi] @ U[xi]`` (long ``M = T``), with no copy.
-* An image is copied into a *phase-split channels-last* scratch ``xs (Hs, m*Q*C)``: padded
-  column ``w`` of a row is stored at ``((w % m)*Q + w // m)*C``, i.e. the columns are grouped
-  by ``w mod m``. Column ``j`` of the tiles of a tile row (pixel columns ``m*tj + j`` for all
-  ``tj``) is then one contiguous run ``(tj, c)``. The zero border of ``xs`` is the padding
+* An image is copied into a *phase-split channels-last* scratch ``xs (Hs, m*Q*C)``
+  (:mod:`winograd_layout`): column ``j`` of the tiles of a tile row (pixel columns ``m*tj + j``
+  for all ``tj``) is one contiguous run ``(tj, c)``. The zero border of ``xs`` is the padding
   (and the overhang of the last tiles).
 
 **Loops.** A 2-D transform is two passes of the 1-D one. Pass 1 runs down the columns of a
@@ -45,6 +44,8 @@ from __future__ import annotations
 
 import numpy as np
 from numba import njit
+
+from minires.kernels.cpu.winograd_layout import from_phase, rows_offsets, rows_to_nchw, to_phase
 
 # ---------------------------------------------------------------- 1-D transforms (scalars)
 # Each function applies one matrix to a vector given as scalars, rows grouped to share sums.
@@ -115,106 +116,6 @@ _bt2, _b2, _at2, _a2 = _inline(bt2), _inline(b2), _inline(at2), _inline(a2)
 _bt4, _b4, _at4, _a4 = _inline(bt4), _inline(b4), _inline(at4), _inline(a4)
 
 
-# ---------------------------------------------------------------- layout copies
-# Scalar by nature (an NCHW <-> channels-last transpose, about 1 cycle a value): LLVM turns a
-# transpose into vector shuffles only for interleaves of at most 8 values (8 source rows into
-# dst[8*w + c]: 5x faster), and a pixel here holds all C >= 16 channels; a two-step copy through
-# 8-channel blocks gained 20% for 16 channels and lost for 64. The column offsets come from a
-# table because a division by the runtime ``m`` per element would cost more than the copy.
-
-
-def phase_offsets_body(W, PW, m, Q, C):
-    """Offset in a phase-split row of each image column ``w`` (padded column ``w + PW``)."""
-    off = np.empty(W, dtype=np.int64)
-    for w in range(W):
-        wp = w + PW
-        off[w] = ((wp % m) * Q + wp // m) * C
-    return off
-
-
-def to_phase_body(x, n, xs, PH, PW, m):
-    """Copy ``x[n] (C, H, W)`` into the phase-split scratch ``xs (Hs, m*Q*C)`` at padded row
-    ``PH``, column ``PW``; entries outside the image are left as they are (zero).
-
-    Eight channels at a time: eight source rows read in step, eight adjacent values written per
-    pixel (0.25 ns a value against 0.31 channel by channel; more rows at once would compete
-    for the same cache sets when the planes are 4 KB apart, as for 32x32 float32 images)."""
-    _, C, H, W = x.shape
-    off = _phase_offsets(W, PW, m, xs.shape[1] // (m * C), C)
-    xn = x[n]
-    for h in range(H):
-        drow = xs[h + PH]
-        for c0 in range(0, C - 7, 8):
-            s0, s1, s2, s3 = xn[c0, h], xn[c0 + 1, h], xn[c0 + 2, h], xn[c0 + 3, h]
-            s4, s5, s6, s7 = xn[c0 + 4, h], xn[c0 + 5, h], xn[c0 + 6, h], xn[c0 + 7, h]
-            for w in range(W):
-                d = drow[off[w] + c0:]
-                d[0], d[1], d[2], d[3] = s0[w], s1[w], s2[w], s3[w]
-                d[4], d[5], d[6], d[7] = s4[w], s5[w], s6[w], s7[w]
-        for c in range(C - C % 8, C):
-            src = xn[c, h]
-            dst = drow[c:]
-            for w in range(W):
-                dst[off[w]] = src[w]
-
-
-def from_phase_body(xs, gx, n, PH, PW, m):
-    """``gx[n] (C, H, W)`` = the image window at ``(PH, PW)`` of the phase-split ``xs``
-    (the inverse of :func:`to_phase_body`, blocked the same way)."""
-    _, C, H, W = gx.shape
-    off = _phase_offsets(W, PW, m, xs.shape[1] // (m * C), C)
-    gn = gx[n]
-    for h in range(H):
-        srow = xs[h + PH]
-        for c0 in range(0, C - 7, 8):
-            d0, d1, d2, d3 = gn[c0, h], gn[c0 + 1, h], gn[c0 + 2, h], gn[c0 + 3, h]
-            d4, d5, d6, d7 = gn[c0 + 4, h], gn[c0 + 5, h], gn[c0 + 6, h], gn[c0 + 7, h]
-            for w in range(W):
-                s = srow[off[w] + c0:]
-                d0[w], d1[w], d2[w], d3[w] = s[0], s[1], s[2], s[3]
-                d4[w], d5[w], d6[w], d7[w] = s[4], s[5], s[6], s[7]
-        for c in range(C - C % 8, C):
-            src = srow[c:]
-            dst = gn[c, h]
-            for w in range(W):
-                dst[w] = src[off[w]]
-
-
-_phase_offsets = njit(nogil=True, cache=True)(phase_offsets_body)
-_to_phase = njit(nogil=True, cache=True)(to_phase_body)
-_from_phase = njit(nogil=True, cache=True)(from_phase_body)
-
-
-def rows_offsets_body(OW, m, R, OC):
-    """Offset in the flattened ``rows`` of :func:`rows_to_nchw_body` of output column ``w``
-    (row ``m*(w % m)``, entry ``(w // m)*OC``)."""
-    off = np.empty(OW, dtype=np.int64)
-    for w in range(OW):
-        off[w] = m * (w % m) * R + (w // m) * OC
-    return off
-
-
-def rows_to_nchw_body(rows, m, y, n, ti, off):
-    """Write one tile row of output back to ``y[n] (OC, OH, OW)``: ``rows (m*m, R)``,
-    ``R = TW*OC``, holds output pixel ``(m*ti + a, m*tj + b)`` at row ``m*b + a``, entry
-    ``tj*OC + oc``; ``off`` from :func:`rows_offsets_body`. Pixels beyond ``OH, OW`` (the
-    overhang of the last tiles) are dropped."""
-    _, OC, OH, OW = y.shape
-    R = rows.shape[1]
-    flat = rows.reshape(rows.size)
-    for a in range(min(m, OH - m * ti)):
-        h = m * ti + a
-        for oc in range(OC):
-            src = flat[a * R + oc:]
-            dst = y[n, oc, h]
-            for w in range(OW):
-                dst[w] = src[off[w]]
-
-
-_rows_offsets = njit(nogil=True, cache=True)(rows_offsets_body)
-_rows_to_nchw = njit(nogil=True, cache=True)(rows_to_nchw_body)
-
-
 def tile_geometry(xs, C, m):
     """``(TH, Q)`` of a phase-split input scratch ``xs (m*TH + 2, m*Q*C)``."""
     return (xs.shape[0] - 2) // m, xs.shape[1] // (m * C)
@@ -243,7 +144,7 @@ def input_tiles_f4_body(x, n0, n1, xs, PH, PW, tmp, V):
     R = (Q - 1) * C
     offs = (0, Q * C, 2 * Q * C, 3 * Q * C, C, Q * C + C)  # column j of every tile
     for n in range(n0, n1):
-        _to_phase(x, n, xs, PH, PW, 4)
+        to_phase(x, n, xs, PH, PW, 4)
         for ti in range(TH):
             d0, d1, d2 = xs[4 * ti], xs[4 * ti + 1], xs[4 * ti + 2]
             d3, d4, d5 = xs[4 * ti + 3], xs[4 * ti + 4], xs[4 * ti + 5]
@@ -275,7 +176,7 @@ def output_tiles_f4_body(M, n0, n1, y, tmp, rows):
     _, OC, OH, OW = y.shape
     TH, TW = (OH + 3) // 4, (OW + 3) // 4
     R = TW * OC
-    off = _rows_offsets(OW, 4, R, OC)
+    off = rows_offsets(OW, 4, R, OC)
     for n in range(n0, n1):
         for ti in range(TH):
             t0 = ((n - n0) * TH + ti) * R
@@ -291,7 +192,7 @@ def output_tiles_f4_body(M, n0, n1, y, tmp, rows):
                 r0, r1, r2, r3 = rows[a], rows[4 + a], rows[8 + a], rows[12 + a]
                 for e in range(R):
                     r0[e], r1[e], r2[e], r3[e] = _at4(p0[e], p1[e], p2[e], p3[e], p4[e], p5[e])
-            _rows_to_nchw(rows, 4, y, n, ti, off)
+            rows_to_nchw(rows, 4, y, n, ti, off)
 
 
 def grad_tiles_f4_body(gy, n0, n1, gs, tmp, Z):
@@ -307,7 +208,7 @@ def grad_tiles_f4_body(gy, n0, n1, gs, tmp, Z):
     TH, TW = gs.shape[0] // 4, gs.shape[1] // (4 * OC)
     L, R = gs.shape[1], TW * OC
     for n in range(n0, n1):
-        _to_phase(gy, n, gs, 0, 0, 4)
+        to_phase(gy, n, gs, 0, 0, 4)
         for ti in range(TH):
             g0, g1, g2, g3 = gs[4 * ti], gs[4 * ti + 1], gs[4 * ti + 2], gs[4 * ti + 3]
             q0, q1, q2, q3, q4, q5 = tmp[0], tmp[1], tmp[2], tmp[3], tmp[4], tmp[5]
@@ -363,7 +264,7 @@ def input_adjoint_f4_body(Zi, n0, n1, xs, PH, PW, tmp, gx):
                     s3[e] += e3
                     s4[e] += e4
                     s5[e] += e5
-        _from_phase(xs, gx, n, PH, PW, 4)
+        from_phase(xs, gx, n, PH, PW, 4)
 
 
 # ---------------------------------------------------------------- F(2x2, 3x3)
@@ -378,7 +279,7 @@ def input_tiles_f2_body(x, n0, n1, xs, PH, PW, tmp, V):
     R = (Q - 1) * C
     offs = (0, Q * C, C, Q * C + C)
     for n in range(n0, n1):
-        _to_phase(x, n, xs, PH, PW, 2)
+        to_phase(x, n, xs, PH, PW, 2)
         for ti in range(TH):
             d0, d1, d2, d3 = xs[2 * ti], xs[2 * ti + 1], xs[2 * ti + 2], xs[2 * ti + 3]
             q0, q1, q2, q3 = tmp[0], tmp[1], tmp[2], tmp[3]
@@ -399,7 +300,7 @@ def output_tiles_f2_body(M, n0, n1, y, tmp, rows):
     _, OC, OH, OW = y.shape
     TH, TW = (OH + 1) // 2, (OW + 1) // 2
     R = TW * OC
-    off = _rows_offsets(OW, 2, R, OC)
+    off = rows_offsets(OW, 2, R, OC)
     for n in range(n0, n1):
         for ti in range(TH):
             t0 = ((n - n0) * TH + ti) * R
@@ -414,7 +315,7 @@ def output_tiles_f2_body(M, n0, n1, y, tmp, rows):
                 r0, r1 = rows[a], rows[2 + a]
                 for e in range(R):
                     r0[e], r1[e] = _at2(p0[e], p1[e], p2[e], p3[e])
-            _rows_to_nchw(rows, 2, y, n, ti, off)
+            rows_to_nchw(rows, 2, y, n, ti, off)
 
 
 def grad_tiles_f2_body(gy, n0, n1, gs, tmp, Z):
@@ -424,7 +325,7 @@ def grad_tiles_f2_body(gy, n0, n1, gs, tmp, Z):
     TH, TW = gs.shape[0] // 2, gs.shape[1] // (2 * OC)
     L, R = gs.shape[1], TW * OC
     for n in range(n0, n1):
-        _to_phase(gy, n, gs, 0, 0, 2)
+        to_phase(gy, n, gs, 0, 0, 2)
         for ti in range(TH):
             g0, g1 = gs[2 * ti], gs[2 * ti + 1]
             q0, q1, q2, q3 = tmp[0], tmp[1], tmp[2], tmp[3]
@@ -467,7 +368,7 @@ def input_adjoint_f2_body(Zi, n0, n1, xs, PH, PW, tmp, gx):
                     s1[e] += e1
                     s2[e] += e2
                     s3[e] += e3
-        _from_phase(xs, gx, n, PH, PW, 2)
+        from_phase(xs, gx, n, PH, PW, 2)
 
 
 _jit = njit(nogil=True, cache=True, fastmath={"contract"})

@@ -22,7 +22,9 @@ imports it when first read. Every kernel has a NumPy reference in the tests
 from minires.kernels.cuda.activation import add_relu_forward, relu_backward, relu_forward
 from minires.kernels.cuda.augment import crop_flip_normalize
 from minires.kernels.cuda.batchnorm import batch_norm_backward, batch_norm_forward
-from minires.kernels.cuda.conv import col2im, conv2d_backward, conv2d_forward, im2col
+from minires.kernels.cuda.conv import (col2im, conv2d_backward, conv2d_forward,
+                                       conv2d_transform_weight, conv2d_transform_weight_adjoint,
+                                       conv2d_weight_plan, im2col)
 from minires.kernels.cuda.dropout import dropout_backward, dropout_forward
 from minires.kernels.cuda import loader
 from minires.kernels.cuda.indexing import scatter_add
@@ -35,6 +37,7 @@ from minires.kernels.cuda.sgd import sgd_step
 device = "cuda"
 
 __all__ = ["xp", "device", "im2col", "col2im", "conv2d_forward", "conv2d_backward",
+           "conv2d_weight_plan", "conv2d_transform_weight", "conv2d_transform_weight_adjoint",
            "batch_norm_forward", "batch_norm_backward", "relu_forward", "relu_backward",
            "add_relu_forward", "matmul",
            "softmax_cross_entropy_forward", "softmax_cross_entropy_backward", "sgd_step",

@@ -26,7 +26,8 @@ from minires.kernels.cuda.launch import check_int32, ints, planes_launch, same_d
 from minires.kernels.cuda.loader import cupy, kernel
 from minires.kernels.interface import ConvSaved, conv_output_size
 
-__all__ = ["im2col", "col2im", "conv2d_forward", "conv2d_backward"]
+__all__ = ["im2col", "col2im", "conv2d_forward", "conv2d_backward", "conv2d_weight_plan",
+           "conv2d_transform_weight", "conv2d_transform_weight_adjoint"]
 
 
 def _patches(x, KH, KW, SH, SW, PH, PW, gemm_layout):
@@ -82,13 +83,36 @@ def _channel_major(gy):
     return out
 
 
-def conv2d_forward(x, W, SH: int, SW: int, PH: int, PW: int, need_gW: bool = True):
+def conv2d_weight_plan(x_shape, W_shape, SH: int, SW: int, PH: int, PW: int):
+    """None: the GPU convolution computes with ``W`` as it is (the interface's weight plans,
+    see :mod:`minires.kernels.interface`, are a CPU matter)."""
+    return None
+
+
+def _no_plans(plan):
+    raise ValueError(f"the CUDA convolution has no weight plans (conv2d_weight_plan is always "
+                     f"None), got {plan!r}")
+
+
+def conv2d_transform_weight(W, plan):
+    """Not offered on the GPU: :func:`conv2d_weight_plan` never returns a plan."""
+    _no_plans(plan)
+
+
+def conv2d_transform_weight_adjoint(gU, plan):
+    """Not offered on the GPU: :func:`conv2d_weight_plan` never returns a plan."""
+    _no_plans(plan)
+
+
+def conv2d_forward(x, W, SH: int, SW: int, PH: int, PW: int, need_gW: bool = True, plan=None):
     """Cross-correlation of ``x (N, C, H, W)`` with ``W (OC, C, KH, KW)`` (zero padding ``PH,
-    PW``, stride ``SH, SW``).
+    PW``, stride ``SH, SW``); ``plan`` must be None.
 
     Returns ``(y (N, OC, OH, OW), saved)``; ``saved`` (a :class:`ConvSaved`) keeps the input
     (from which the backward pass rebuilds the patches) only when ``need_gW``.
     """
+    if plan is not None:
+        _no_plans(plan)
     cp = cupy()
     x, W = cp.ascontiguousarray(x), cp.ascontiguousarray(W)
     same_dtype(x.dtype, W=W)

@@ -11,6 +11,12 @@ that an optimizer step with the usual learning rate looks like one.)
 
 The block is in training mode, so BatchNorm normalises with batch statistics and the output
 does not depend on the running statistics (which each forward pass updates).
+
+The lesson's convolutions compute with ``W`` itself (``weights_as_given``): in training on the
+CPU a 3x3 stride-1 convolution is a Winograd convolution, for which ``W`` first becomes one
+transformed weight ``U`` that both uses consume; the engine then sums the two uses' gradients
+w.r.t. ``U``, and one adjoint transform gives ``W.grad`` (docs/weight-sharing.md). The sum is
+the same; the lesson shows it where it is easiest to see, on ``W``.
 """
 from __future__ import annotations
 
@@ -20,6 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from minires.autograd import Tensor, backward
+from minires.functions.weight_transform import weights_as_given
 from minires.models.resnet import BasicBlock
 
 #: Which use of the shared weight each convolution is.
@@ -56,7 +63,8 @@ class Lesson:
 
     def forward(self, block=None):
         """``y = block(x)`` (the lesson's block unless another is given), recording the graph."""
-        return (self.block if block is None else block)(Tensor(self.x))
+        with weights_as_given():
+            return (self.block if block is None else block)(Tensor(self.x))
 
     def backward(self, block=None, observer=None):
         """Forget the block's gradients, run forward and backward with ``gy``; returns ``y``.
