@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 
@@ -16,6 +17,14 @@ TINY_RUN = ["--depth", "8", "--subset", "256", "--test-subset", "128", "-b", "64
 def minires_command(*args) -> list:
     """The command line of a real `minires` process (the module, so no script is needed)."""
     return [sys.executable, "-m", "minires", *map(str, args)]
+
+
+def signals_as_from_a_terminal() -> None:
+    """``preexec_fn`` of a child that must see SIGINT and SIGHUP: a child inherits ignored
+    signals, and tests started under ``nohup`` or as a background job ignore them (minires
+    rightly keeps an ignored signal ignored)."""
+    for sig in (signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_DFL)
 
 
 def run_minires(*args, timeout=300, **kwargs) -> subprocess.CompletedProcess:

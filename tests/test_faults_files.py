@@ -364,9 +364,12 @@ def test_a_malicious_pickle_is_refused_naming_the_archive_and_member(tmp_path):
 
 
 @pytest.mark.parametrize("sig, status", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
-def test_a_signal_while_preparing_removes_the_partial_file(prepared, tmp_path, monkeypatch, sig,
-                                                           status):
+def test_a_signal_while_preparing_removes_the_partial_file(prepared, tmp_path, monkeypatch, request,
+                                                           sig, status):
     """A real signal, sent to this process while the new file is being written."""
+    # Python's own SIGINT handler, even when the tests run in a job that ignores SIGINT.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    request.addfinalizer(lambda: signal.signal(signal.SIGINT, previous))
     before = snapshot(prepared.parent)
     real_append = store_writer.StoreWriter.append
 

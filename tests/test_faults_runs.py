@@ -13,7 +13,7 @@ from click.testing import CliRunner
 
 import minires.train as mtrain
 from fault_helpers import (TINY_RUN, assert_one_error_line, leftovers, minires_command,
-                           run_minires, snapshot)
+                           run_minires, signals_as_from_a_terminal, snapshot)
 from minires import models
 from minires.backend import cuda_available
 from minires.checkpoint import load_checkpoint
@@ -116,7 +116,8 @@ def test_two_runs_started_into_one_folder_at_once_leave_exactly_one_run(tmp_path
 def _start_and_wait_for_epoch(args, epoch=1):
     """Start `minires train ARGS`; return the process once it printed epoch ``epoch``."""
     process = subprocess.Popen(minires_command("train", *args), stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
+                               stderr=subprocess.PIPE, text=True,
+                               preexec_fn=signals_as_from_a_terminal)
     for line in process.stdout:
         if line.startswith(f"epoch {epoch:>2}/") or line.startswith(f"epoch {epoch}/"):
             return process
