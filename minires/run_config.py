@@ -39,8 +39,8 @@ from minires.run_dir import dataset_label
 
 # He et al. 2016 train CIFAR for 64k iterations at batch 128 (164 epochs); Chrabaszcz et al. 2017
 # train downsampled ImageNet for 40 epochs. The embedded set is for a first run: 3 epochs of
-# ResNet-20 take about two minutes of CPU time (a minute on 2 idle cores) and end between 22%
-# and 27% test error over seeds 0-2 (chance: 90%).
+# ResNet-20 take about 70 s of CPU time (40 s on 2 idle cores) and end between 22% and 30%
+# test error over seeds 0-2 (chance: 90%).
 DEFAULT_EPOCHS = {"cifar10": 164, "cifar100": 164, "imagenet16": 40, "imagenet32": 40,
                   "imagenet64": 40, EMBEDDED: 3}
 OTHER_DEFAULT_EPOCHS = 164

@@ -6,7 +6,7 @@ pixel noise. The class is carried only by the outline of the shape: colours are 
 independently of the class, so no single pixel or colour predicts it, and a linear classifier on
 raw pixels stays near chance (11-14% test accuracy, chance 10%; see tests/test_data_embedded.py)
 while a convolutional network learns it fast: the default ``minires train`` (ResNet-20, three
-epochs, about two minutes of CPU time) ends between 22% and 27% test error (seeds 0-2). Shape
+epochs, about 70 s of CPU time) ends between 22% and 30% test error (seeds 0-2). Shape
 size, noise and colour contrast (``RADIUS``, ``NOISE_SIGMA``, ``MIN_COLOUR_DISTANCE``) set that
 balance.
 
