@@ -141,7 +141,8 @@ ESCALATION = (signal.SIGINT, signal.SIGTERM, signal.SIGKILL)
 class _StopRequests:
     """While installed, SIGINT, SIGTERM and SIGHUP only note when they came, so stopping the
     runs is never cut short by an exception. Signals less than :attr:`GRACE` seconds apart are
-    one request: ``timeout`` and a terminal may deliver the same stop twice at once."""
+    one request: ``timeout`` and a terminal may deliver the same stop twice at once. A signal
+    ignored when the sweep starts stays ignored, for the sweep and its runs (``nohup``)."""
 
     SIGNALS = ("SIGINT", "SIGTERM", "SIGHUP")
     GRACE = 1.0
@@ -154,7 +155,7 @@ class _StopRequests:
         if threading.current_thread() is threading.main_thread():
             for name in self.SIGNALS:
                 sig = getattr(signal, name, None)
-                if sig is not None:
+                if sig is not None and signal.getsignal(sig) is not signal.SIG_IGN:
                     self.previous[sig] = signal.signal(sig, self._note)
         return self
 

@@ -248,6 +248,25 @@ def test_a_live_lock_refuses_and_a_stale_one_is_replaced(swept, tmp_path):
     assert not lock.exists()
 
 
+def test_nohup_keeps_the_sweep_and_its_runs_going_through_a_hangup(tmp_path):
+    sweep_dir = tmp_path / "nohup"
+    process = subprocess.Popen(["nohup", sys.executable, "-m", "minires", "sweep", *GRID, "-o",
+                                str(sweep_dir), *TINY, "--epochs", "2"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not (sweep_dir / NONE0 / "config.json").is_file():
+        assert process.poll() is None and time.monotonic() < deadline, process.communicate()
+        time.sleep(0.05)
+    process.send_signal(signal.SIGHUP)  # to the sweep, then to the run in its own group
+    for run in sweep_dir.iterdir():
+        if (run / "run.lock").is_file():
+            os.kill(json.loads((run / "run.lock").read_text())["pid"], signal.SIGHUP)
+    stdout, stderr = process.communicate(timeout=300)
+    assert process.returncode == 0, stdout + stderr
+    assert [row["epoch"] for row in rows(sweep_dir / NONE0)] == [1, 2]
+    assert [row["epoch"] for row in rows(sweep_dir / BLOCK0)] == [1, 2]
+
+
 def test_ctrl_c_lets_runs_save_and_the_sweep_resumes_them(tmp_path):
     sweep_dir = tmp_path / "int"
     args = ["sweep", *GRID, "-o", str(sweep_dir), *TINY, "--epochs", "200"]
