@@ -15,6 +15,7 @@ import time
 
 import pytest
 from click.testing import CliRunner
+from fault_helpers import signals_as_from_a_terminal
 
 from minires.cli.main import cli
 from minires.sweep import Grid, default_grid, expand
@@ -271,7 +272,8 @@ def test_ctrl_c_lets_runs_save_and_the_sweep_resumes_them(tmp_path):
     sweep_dir = tmp_path / "int"
     args = ["sweep", *GRID, "-o", str(sweep_dir), *TINY, "--epochs", "200"]
     process = subprocess.Popen([sys.executable, "-m", "minires", *args],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=signals_as_from_a_terminal)
     metrics = sweep_dir / NONE0 / "metrics.jsonl"
     deadline = time.monotonic() + 120
     while not (metrics.is_file() and metrics.read_text().strip()):
