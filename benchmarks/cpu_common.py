@@ -19,6 +19,8 @@ import statistics
 import time
 from pathlib import Path
 
+from threadpoolctl import threadpool_info
+
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 
@@ -91,15 +93,11 @@ def environment() -> dict:
         "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE"),
         "MINIRES_CPU_CONV": os.environ.get("MINIRES_CPU_CONV"),
     }
-    try:
-        from threadpoolctl import threadpool_info
-        # Library file names without their folders: results say which library, not where.
-        keys = ("internal_api", "num_threads", "version")
-        info["threadpools"] = [dict({k: p.get(k) for k in keys},
-                                    filepath=os.path.basename(p.get("filepath", "")))
-                               for p in threadpool_info()]
-    except ImportError:
-        pass
+    # Library file names without their folders: results say which library, not where.
+    keys = ("internal_api", "num_threads", "version")
+    info["threadpools"] = [dict({k: p.get(k) for k in keys},
+                                filepath=os.path.basename(p.get("filepath", "")))
+                           for p in threadpool_info()]
     return info
 
 
@@ -109,7 +107,6 @@ def openblas_coretype():
     It decides minires's GEMM speed (PyTorch's convolutions do not use it): an AVX-512 CPU
     runs the products about twice as fast with "SkylakeX" as with "Haswell", which OpenBLAS
     takes when ``OPENBLAS_CORETYPE=Haswell`` is set in the environment."""
-    from threadpoolctl import threadpool_info
     return next((p.get("architecture") for p in threadpool_info()
                  if p.get("internal_api") == "openblas"), None)
 

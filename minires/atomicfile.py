@@ -24,6 +24,7 @@ import os
 import secrets
 import tempfile
 from pathlib import Path
+from typing import NoReturn
 
 from minires.processes import process_alive
 
@@ -58,10 +59,7 @@ class AtomicFile:
             self.commit()
             return False
         self.discard()
-        named = naming(exc, self.path)
-        if named is not None:
-            raise named from exc
-        return False
+        raise_named(exc, self.path)
 
     def commit(self) -> None:
         """Flush the temporary file to disk and rename it over the destination."""
@@ -71,10 +69,7 @@ class AtomicFile:
             os.replace(self.tmp, self.path)
         except BaseException as exc:
             self.discard()
-            named = naming(exc, self.path)
-            if named is not None:
-                raise named from exc
-            raise
+            raise_named(exc, self.path)
         _fsync_folder(self.path.parent)
 
     def discard(self) -> None:
@@ -82,17 +77,17 @@ class AtomicFile:
         self.tmp.unlink(missing_ok=True)
 
 
-def naming(exc: BaseException, path) -> OSError | None:
-    """For a failed write that names no file (a full disk gives ``write`` and ``fsync`` an
-    OSError without one; HDF5 says ``errno = 28`` in the text of an OSError or RuntimeError),
-    an OSError of the same errno naming ``path``: ``No space left on device writing <path>``.
-    None for any other exception."""
+def raise_named(exc: BaseException, path) -> NoReturn:
+    """Raise ``exc``; a failed write that names no file (a full disk gives ``write`` and
+    ``fsync`` an OSError without one; HDF5 says ``errno = 28`` in the text of an OSError or
+    RuntimeError) as an OSError of the same errno naming ``path`` instead:
+    ``No space left on device writing <path>``."""
     code = getattr(exc, "errno", None) if isinstance(exc, OSError) else None
     if isinstance(exc, (OSError, RuntimeError)) and "errno = 28" in str(exc):
         code = errno.ENOSPC
     if code is None or (isinstance(exc, OSError) and exc.filename is not None):
-        return None
-    return OSError(code, f"{os.strerror(code)} writing", os.fspath(path))
+        raise exc
+    raise OSError(code, f"{os.strerror(code)} writing", os.fspath(path)) from exc
 
 
 def write_bytes(path, data: bytes) -> None:

@@ -27,7 +27,7 @@ import socket
 import time
 from dataclasses import dataclass, field
 
-from minires.atomicfile import naming, write_text
+from minires.atomicfile import raise_named, write_text
 from minires.errors import LockedError
 from minires.processes import process_alive, process_start_time
 
@@ -121,10 +121,7 @@ class LockFile:
             except BaseException as exc:
                 with contextlib.suppress(OSError):
                     os.unlink(self.path)
-                named = naming(exc, self.path)
-                if named is not None:
-                    raise named from exc
-                raise
+                raise_named(exc, self.path)
             self.held = True
             return "; ".join(notes) or None
         raise LockedError(f"other processes are claiming {self.folder} at this moment; try again")

@@ -337,7 +337,7 @@ class _Position:
 
 
 def _run_epoch(model, optimizer, schedule, train_loader, test_loader, config, position,
-               on_batch, step=train_step) -> dict:
+               on_batch, step) -> dict:
     """Train one epoch (``position.epoch``), then evaluate; returns the epoch's metric row."""
     started = time.perf_counter()
     train_loss, train_error = _train_epoch(model, optimizer, schedule, train_loader, config,
@@ -351,8 +351,7 @@ def _run_epoch(model, optimizer, schedule, train_loader, test_loader, config, po
             "images_per_s": len(train_loader.labels) / train_seconds}
 
 
-def _train_epoch(model, optimizer, schedule, loader, config, position, on_batch,
-                 step=train_step):
+def _train_epoch(model, optimizer, schedule, loader, config, position, on_batch, step):
     """One pass over the training set; returns ``(mean loss, error rate)``."""
     epoch, num_batches = position.epoch, len(loader)
     position.batch = 0

@@ -18,7 +18,7 @@ import h5py
 import numpy as np
 
 from minires import __version__
-from minires.atomicfile import AtomicFile, naming
+from minires.atomicfile import AtomicFile, raise_named
 from minires.data.stats import ChannelStats
 from minires.data.store import FORMAT_VERSION, SPLITS
 from minires.diskspace import RESERVE_BYTES, SpaceReserve, check_free_space
@@ -77,7 +77,7 @@ class StoreWriter:
         except BaseException as exc:
             self.reserve.release()
             self.target.discard()
-            _raise_named(exc, self.path)
+            raise_named(exc, self.path)
         return self
 
     def __exit__(self, exc_type, exc, tb):
@@ -86,17 +86,17 @@ class StoreWriter:
                 self._finish()
         except BaseException as failure:
             self._close_and_discard()
-            _raise_named(failure, self.path)
+            raise_named(failure, self.path)
         if exc_type is not None:
             self._close_and_discard()
-            _raise_named(exc, self.path)
+            raise_named(exc, self.path)
         self.reserve.release()  # the room HDF5 may need to flush and close
         try:
             self.file.close()
             self.datasets.clear()
         except BaseException as failure:
             self.target.discard()
-            _raise_named(failure, self.path)
+            raise_named(failure, self.path)
         self.target.commit()
         return False
 
@@ -169,10 +169,3 @@ class StoreWriter:
             self.file.attrs[key] = value
         self.file.flush()
 
-
-def _raise_named(exc: BaseException, path):
-    """Raise ``exc``, as an OSError naming ``path`` when it is a full disk that names no file."""
-    named = naming(exc, path)
-    if named is None:
-        raise exc
-    raise named from exc
