@@ -296,6 +296,11 @@ class EmulatedLibrary:
         self.launches = []  # (kernel name, grid, block) of every launch, for tests to inspect
         self.launched_args = []  # (kernel name, arguments) of every launch
 
+    def clear_launches(self) -> None:
+        """Forget the launches recorded so far (both lists, which stay index for index)."""
+        self.launches.clear()
+        self.launched_args.clear()
+
     def launch(self, name, grid, block, args):
         """Launch kernel ``name`` (a name expression such as ``im2col<float>``), checking each
         argument against the C signature exactly as a

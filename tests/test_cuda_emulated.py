@@ -24,6 +24,7 @@ from minires.gradcheck import numerical_grad, standard_cases
 from minires.kernels import cuda
 from minires.kernels.cuda import blas, launch, loader
 from minires.kernels.cuda import sgd as cuda_sgd
+from minires.train import train_step
 
 pytestmark = pytest.mark.skipif(not emu.compiler_available(),
                                 reason="needs g++ (C++20) to emulate the CUDA kernels")
@@ -44,7 +45,7 @@ def gpu(library, monkeypatch):
     library.cublas = emu.EmulatedCublas()
     monkeypatch.setattr(blas, "library", lambda: library.cublas)
     loader.clear_caches()
-    library.launches.clear()
+    library.clear_launches()
     yield library
     loader.clear_caches()  # never leave an emulated module cached for real GPU tests
     allocator.check()
@@ -186,7 +187,7 @@ def test_batch_norm_spreads_each_channel_over_several_blocks(gpu):
                             ("bn_normalize<double>", 4 * B, 128)]
     y_ref, _ = ref.batch_norm_forward(host(x), np.ones(4), np.zeros(4), None, None, True)
     np.testing.assert_allclose(host(y), y_ref, rtol=1e-12, atol=1e-12)
-    gpu.launches.clear()
+    gpu.clear_launches()
     cuda.batch_norm_backward(dev(np.ones(x.shape)), saved)
     assert [name for name, _, _ in gpu.launches] == ["bn_backward_partial_sums<double>",
                                                      "bn_backward_apply<double>"]
@@ -282,11 +283,8 @@ def test_the_cuda_kernels_carry_a_training_step(device, monkeypatch):
         move = emu.to_emulated_device if device_name == "cuda" else np.array
         losses = []
         for x, y in zip(images, labels):
-            opt.zero_grad()
-            loss = F.softmax_cross_entropy(model(Tensor(move(x))), move(y))
-            loss.backward()
-            opt.step()
-            losses.append(float(loss.data))
+            loss, _ = train_step(model, opt, move(x), move(y))
+            losses.append(float(loss))
         runs.append((losses, model.state_dict(), model))
     (cpu_losses, cpu_state, _), (gpu_losses, gpu_state, gpu_model) = runs
     np.testing.assert_allclose(gpu_losses, cpu_losses, rtol=1e-10)
@@ -348,7 +346,7 @@ def test_launches_of_a_resnet20_training_step(device, share):
     rng = np.random.default_rng(0)
     x = emu.to_emulated_device(rng.standard_normal((2, 3, 8, 8)).astype(np.float32))
     y = emu.to_emulated_device(rng.integers(0, 10, 2))
-    device.launches.clear()
+    device.clear_launches()
     device.cublas.calls.clear()
     opt.zero_grad()
     F.softmax_cross_entropy(model(Tensor(x)), y).backward()

@@ -14,11 +14,11 @@ import cuda_emulator as emu
 import cuda_kernel_checks as checks
 import cuda_reference as ref
 import test_cuda_emulated
-import minires.functions as F
 from cuda_kernel_checks import DTYPES
 from minires import models, optim
 from minires.autograd import Tensor
 from minires.kernels import cuda
+from minires.train import train_step
 
 # The emulator's fixtures, defined once in test_cuda_emulated.py
 library, gpu, device = test_cuda_emulated.library, test_cuda_emulated.gpu, test_cuda_emulated.device
@@ -76,7 +76,7 @@ def test_softmax_cross_entropy_forward_is_one_launch_with_the_mean(gpu):
     """One block, a warp per row (up to 32), and no second launch for the mean."""
     r = np.random.default_rng(1)
     for N, threads in ((5, 160), (40, 1024)):
-        gpu.launches.clear()
+        gpu.clear_launches()
         logits, labels = r.standard_normal((N, 3)).astype(np.float32), r.integers(0, 3, N)
         loss, _ = cuda.softmax_cross_entropy_forward(logits, labels)
         assert gpu.launches == [("softmax_ce_forward<float>", 1, threads)]
@@ -131,11 +131,8 @@ def test_wide_resnet_with_dropout_trains_as_on_the_cpu(device):
         opt = optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
         losses = []
         for x, y in zip(images, labels):
-            opt.zero_grad()
-            loss = F.softmax_cross_entropy(model(Tensor(move(x))), move(y))
-            loss.backward()
-            opt.step()
-            losses.append(float(loss.data))
+            loss, _ = train_step(model, opt, move(x), move(y))
+            losses.append(float(loss))
         runs.append((losses, model.state_dict()))
     (cpu_losses, cpu_state), (gpu_losses, gpu_state) = runs
     np.testing.assert_allclose(gpu_losses, cpu_losses, rtol=1e-10)

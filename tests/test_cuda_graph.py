@@ -11,44 +11,34 @@ import pytest
 
 import cuda_emulator as emu
 import graph_emulator
+import test_cuda_emulated
 import minires.backend
 import minires.cuda_graph
 from minires import optim
 from minires.data.store_writer import StoreWriter
 from minires.errors import ConfigError
-from minires.kernels.cuda import blas, loader
 from minires.train import TrainConfig, train, train_step
 
 pytestmark = pytest.mark.skipif(not emu.compiler_available(),
                                 reason="needs g++ (C++20) to emulate the CUDA kernels")
 
 
-@pytest.fixture(scope="module")
-def library(tmp_path_factory):
-    sources = {name: loader.source(name) for name in loader.source_names()}
-    return emu.EmulatedLibrary(sources, tmp_path_factory.getbasetemp() / "emulated_cuda")
+# The emulator's compiled kernels and its GPU (kernels, cuBLAS), defined in test_cuda_emulated.py
+library, gpu = test_cuda_emulated.library, test_cuda_emulated.gpu
 
 
 @pytest.fixture
-def graphs(library, monkeypatch):
+def graphs(gpu, monkeypatch):
     """The emulator as minires' GPU (kernels, cuBLAS, streams), with fake graph capture; yields
     the list of graphs captured."""
-    allocator = emu.GuardedAllocator()
-    fake = emu.fake_cupy(library, allocator)
+    fake = sys.modules["cupy"]  # the emulated CuPy the gpu fixture installed
     graph_emulator.install(fake)
-    monkeypatch.setitem(sys.modules, "cupy", fake)
     monkeypatch.setattr(minires.backend, "_cupy_or_none", lambda: fake)
-    library.cublas = emu.EmulatedCublas()
-    monkeypatch.setattr(blas, "library", lambda: library.cublas)
     captured = []
-    monkeypatch.setattr(minires.cuda_graph, "capture", graph_emulator.fake_capture(library,
-                                                                                   captured))
+    monkeypatch.setattr(minires.cuda_graph, "capture", graph_emulator.fake_capture(gpu, captured))
     monkeypatch.setattr(minires.cuda_graph, "WARMUP_STEPS", 1)
-    loader.clear_caches()
     yield captured
-    loader.clear_caches()
     emu.EmulatedDeviceArray.capturing = False
-    allocator.check()
 
 
 def _tiny_store(path, n_train=12, n_test=8, size=8):

@@ -11,7 +11,9 @@ import minires.functions as F
 from cuda_kernel_checks import STEP_KERNELS, count_calls
 from minires import models, optim
 from minires.autograd import Tensor
+from minires.cuda_graph import GraphedTrainStep
 from minires.kernels import cuda
+from minires.train import train_step
 
 pytestmark = [pytest.mark.gpu,
               pytest.mark.skipif(not minires.backend.cuda_available(),
@@ -32,12 +34,8 @@ def _run_steps(model, xp, images, labels, steps, batch):
     losses = []
     for step in range(steps):
         sl = slice(step * batch, (step + 1) * batch)
-        opt.zero_grad()
-        loss = F.softmax_cross_entropy(model(Tensor(xp.asarray(images[sl]))),
-                                       xp.asarray(labels[sl]))
-        loss.backward()
-        opt.step()
-        losses.append(float(loss.data))
+        loss, _ = train_step(model, opt, xp.asarray(images[sl]), xp.asarray(labels[sl]))
+        losses.append(float(loss))
     return losses
 
 
@@ -121,8 +119,6 @@ def test_train_on_cuda_end_to_end(tmp_path):
 def _graph_and_eager_losses(cp, dtype, depth, steps=5):
     """Losses of ``steps`` SGD steps from the same seed, eager and replayed from a CUDA graph,
     each step with its own batch and learning rate; and the final parameters."""
-    from minires.cuda_graph import GraphedTrainStep
-    from minires.train import train_step
     rng = np.random.default_rng(0)
     images = rng.standard_normal((steps, 32, 3, 32, 32)).astype(dtype)
     labels = rng.integers(0, 10, (steps, 32))

@@ -16,6 +16,7 @@ from minires.gradcheck import assert_gradcheck
 from minires.kernels.cpu import conv
 from minires.models import resnet
 from minires.optim import SGD
+from minires.train import train_step
 
 WINOGRAD = ("winograd2", "winograd4")
 
@@ -164,11 +165,8 @@ def test_training_steps_and_evaluation_match_im2col(algorithm, transforms, monke
         opt = SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
         losses, evaluations = [], []
         for _ in range(3):  # train, evaluate, train again: every U follows the weights
-            opt.zero_grad()
-            loss = F.softmax_cross_entropy(model(x), labels)
-            loss.backward()
-            opt.step()
-            losses.append(loss.item())
+            loss, _ = train_step(model, opt, x, labels)
+            losses.append(float(loss))
             model.eval()
             with no_grad():
                 evaluations.append(model(x).data)
